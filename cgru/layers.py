@@ -31,7 +31,7 @@ _name_counts = collections.defaultdict(int)
 
 
 def _auto_name(cls_name):
-    base = re.sub(r"(?<!^)(?=[A-Z])", "_", cls_name).lower()
+    base = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", cls_name).lower()
     n = _name_counts[base]
     _name_counts[base] += 1
     return base if n == 0 else f"{base}_{n}"
