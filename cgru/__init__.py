@@ -1,3 +1,7 @@
+"""cgru: a fast GRU for CPUs. Typed Cython kernels over BLAS, with a Keras-style training API."""
+from cgru.functional import GRUGrads, gru_backward, gru_forward
+
+__version__ = "0.1.0"
 
 # Training API (Keras-style layers and models)
 from . import callbacks, layers, losses, metrics, models, optimizers  # noqa: E402,F401
