@@ -22,10 +22,7 @@ from scipy.special import expit
 from . import initializers
 from ._layout import keras_to_torch, torch_grads_to_keras
 
-try:
-    from .functional import gru_backward, gru_forward
-except ImportError:  # pragma: no cover - kernels not built yet
-    from ._reference import gru_backward, gru_forward
+from .functional import gru_backward, gru_forward
 
 _name_counts = collections.defaultdict(int)
 
