@@ -179,6 +179,21 @@ def _standardize(x_train, lengths_train, arrays):
     return out
 
 
+def load_data(return_lengths=False):
+    """The data exactly as the main job trains and tests on it: Japanese Vowels padded at
+    the front (zeros first, frames last, so that the GRU's final state follows the last
+    recorded frame with no mask needed), each coefficient standardized with the training
+    frames' mean and standard deviation."""
+    from cgru.datasets import load_japanese_vowels
+    (x_train, y_train, len_train), (x_test, y_test, len_test) = load_japanese_vowels(
+        padding="pre", return_lengths=True)
+    x_train, x_test = _standardize(x_train, len_train,
+                                   [(x_train, len_train), (x_test, len_test)])
+    if return_lengths:
+        return (x_train, y_train, len_train), (x_test, y_test, len_test)
+    return (x_train, y_train), (x_test, y_test)
+
+
 def _check_plot_available():
     try:
         import matplotlib  # noqa: F401
@@ -221,17 +236,12 @@ def run_train(args):
         return 2
 
     import cgru
-    from cgru.datasets import (JAPANESE_VOWELS_PUBLISHED_ACCURACY,
-                               JAPANESE_VOWELS_REFERENCE, load_japanese_vowels)
+    from cgru.datasets import JAPANESE_VOWELS_PUBLISHED_ACCURACY, JAPANESE_VOWELS_REFERENCE
 
     start = time.perf_counter()
     np.random.seed(args.seed)
-    # Zeros first, frames last: the GRU's final state is then read right after the last
-    # recorded frame, with no mask needed.
-    (x_train, y_train, len_train), (x_test, y_test, len_test) = load_japanese_vowels(
-        padding="pre", return_lengths=True)
-    x_train, x_test = _standardize(x_train, len_train,
-                                   [(x_train, len_train), (x_test, len_test)])
+    (x_train, y_train, len_train), (x_test, y_test, len_test) = load_data(
+        return_lengths=True)
     n_classes = int(y_train.max()) + 1
     print(f"Japanese Vowels: {len(x_train)} training and {len(x_test)} test utterances, "
           f"{x_train.shape[2]} features, {len_train.min()}-{max(len_train.max(), len_test.max())}"
