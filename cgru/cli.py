@@ -106,7 +106,8 @@ def _extension_status():
     if debug is None:
         return f"yes ({os.path.basename(getattr(_gru, '__file__', '?'))})", "unknown"
     return (f"yes ({os.path.basename(getattr(_gru, '__file__', '?'))})",
-            "yes (bounds and wraparound checks on)" if debug else "no")
+            "yes (CGRU_DEBUG=1 build: bounds, None and initialisation checks)"
+            if debug else "no")
 
 
 def _blas_lines():
