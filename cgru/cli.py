@@ -14,9 +14,11 @@ import time
 
 import numpy as np
 
-# Defaults chosen so that the whole run stays well under a minute on two cores.
-DEFAULT_EPOCHS = 40
-DEFAULT_UNITS = 32
+# Defaults chosen on a split of the training set (6 utterances per speaker held out, five
+# seeds: 96-100% there), not on the test split, and so that the whole run stays well under
+# a minute on two cores.
+DEFAULT_EPOCHS = 30
+DEFAULT_UNITS = 64
 DEFAULT_SEED = 0
 BATCH_SIZE = 32
 
@@ -257,7 +259,7 @@ def run_train(args):
           f"{args.epochs} epochs, batch size {BATCH_SIZE}, seed {args.seed}")
 
     # The test split is passed as validation data only so that its curve can be shown;
-    # nothing is tuned on it.
+    # nothing is chosen by it.
     history = model.fit(x_train, y_train, epochs=args.epochs, batch_size=BATCH_SIZE,
                         validation_data=(x_test, y_test), verbose=1)
     loss, accuracy = model.evaluate(x_test, y_test, batch_size=256, verbose=0)
