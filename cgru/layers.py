@@ -22,16 +22,13 @@ from scipy.special import expit
 from . import initializers
 from ._layout import keras_to_torch, torch_grads_to_keras
 
-try:
-    from .functional import gru_backward, gru_forward
-except ImportError:  # pragma: no cover - kernels not built yet
-    from ._reference import gru_backward, gru_forward
+from .functional import gru_backward, gru_forward
 
 _name_counts = collections.defaultdict(int)
 
 
 def _auto_name(cls_name):
-    base = re.sub(r"(?<!^)(?=[A-Z])", "_", cls_name).lower()
+    base = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", cls_name).lower()
     n = _name_counts[base]
     _name_counts[base] += 1
     return base if n == 0 else f"{base}_{n}"
