@@ -385,10 +385,10 @@ def backward(const floating[:, :, ::1] dy, const floating[:, :, ::1] x,
             memcpy(&db_hh[0], &db_ih[0], G * sizeof(floating))
 
 
-def gemm_for_tests(bint trans_a, bint trans_b, floating alpha, const floating[:, ::1] a,
-                   const floating[:, ::1] b, floating beta, floating[:, ::1] c):
+def gemm_for_tests(const floating[:, ::1] a, const floating[:, ::1] b, floating[:, ::1] c,
+                   bint trans_a, bint trans_b, double alpha, double beta):
     """c := alpha * op(a) @ op(b) + beta * c through the BLAS shim (for the tests only)."""
     cdef int m = c.shape[0], n = c.shape[1]
     cdef int k = a.shape[0] if trans_a else a.shape[1]
-    gemm(trans_a, trans_b, m, n, k, alpha, &a[0, 0], a.shape[1], &b[0, 0], b.shape[1],
-         beta, &c[0, 0], n)
+    gemm(trans_a, trans_b, m, n, k, <floating> alpha, &a[0, 0], a.shape[1], &b[0, 0],
+         b.shape[1], <floating> beta, &c[0, 0], n)
