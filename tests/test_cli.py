@@ -19,8 +19,10 @@ def run_cgru(*args, code=None, timeout=300):
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (package_parent, env.get("PYTHONPATH")) if p)
     command = [sys.executable, "-c", code] if code else [sys.executable, "-m", "cgru"]
-    return subprocess.run(command + list(args), env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    # Run from the folder holding that cgru: `-m` and `-c` put the working directory first
+    # on sys.path, and a source tree there would shadow an installed cgru.
+    return subprocess.run(command + list(args), env=env, cwd=package_parent,
+                          capture_output=True, text=True, timeout=timeout)
 
 
 # ------------------------------------------------------------------------ data set
@@ -75,7 +77,23 @@ def test_info():
     fields = dict(re.findall(r"^(\S[^:]*):\s+(.*)$", result.stdout, re.MULTILINE))
     assert fields["cgru"] == cgru.__version__
     assert re.search(r"\d+ threads|threads: ", fields["BLAS"]), fields["BLAS"]
-    assert fields["debug checks"].split()[0] in ("yes", "no", "unknown", "n/a")
+    try:
+        from cgru import _gru
+    except ImportError:
+        assert fields["debug checks"] == "n/a"
+    else:
+        expected = {True: "yes", False: "no", None: "unknown"}[
+            getattr(_gru, "DEBUG_CHECKS", None)]
+        assert fields["debug checks"].split()[0] == expected
+
+
+def test_info_without_threadpoolctl():
+    hide = ("import runpy, sys; sys.modules['threadpoolctl'] = None; "
+            "sys.argv[0] = 'cgru'; runpy.run_module('cgru', run_name='__main__')")
+    result = run_cgru("info", code=hide)
+    assert result.returncode == 0, result.stderr
+    blas = re.search(r"^BLAS:\s+(.*)$", result.stdout, re.MULTILINE).group(1)
+    assert "threads: " in blas and "threadpoolctl" in blas
 
 
 def test_plot_without_matplotlib_says_how_to_get_it(tmp_path):

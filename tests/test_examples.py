@@ -19,7 +19,8 @@ def run_example(name, timeout=300):
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (package_parent, env.get("PYTHONPATH")) if p)
     return subprocess.run([sys.executable, os.path.join(EXAMPLES, name)], env=env,
-                          capture_output=True, text=True, timeout=timeout)
+                          cwd=package_parent, capture_output=True, text=True,
+                          timeout=timeout)
 
 
 def test_seed_example():
