@@ -32,7 +32,7 @@ def orthogonal(shape, dtype, rng, gain=1.0):
     q = q * np.sign(np.diag(r))
     if rows < cols:
         q = q.T
-    return (gain * q).reshape(shape).astype(dtype)
+    return np.ascontiguousarray((gain * q).reshape(shape), dtype=dtype)
 
 
 def zeros(shape, dtype, rng=None):

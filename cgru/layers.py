@@ -198,13 +198,13 @@ class GRU(Layer):
         if len(shape) != 3:
             raise ValueError(f"Layer '{self.name}' expects input of shape (batch, timesteps, "
                              f"features); received an array of shape {tuple(shape)}.")
-        expected = self.built_input_shape if self.built else self.input_shape
-        if expected is not None:
-            t, f = expected
-            if shape[2] != f or (t is not None and shape[1] != t):
-                raise ValueError(
-                    f"Layer '{self.name}' expects input of shape (batch, {t}, {f}); "
-                    f"received an array of shape {tuple(shape)}.")
+        # the time axis is free unless `input_shape` fixed it; features must match
+        t = self.input_shape[0] if self.input_shape is not None else None
+        f = (self.built_input_shape if self.built else self.input_shape or (None, None))[1]
+        if (f is not None and shape[2] != f) or (t is not None and shape[1] != t):
+            raise ValueError(
+                f"Layer '{self.name}' expects input of shape (batch, {t}, {f}); "
+                f"received an array of shape {tuple(shape)}.")
 
     def build(self, input_shape):
         if len(input_shape) != 2 or input_shape[-1] is None:
@@ -341,7 +341,7 @@ class Bidirectional(Layer):
 
     def check_input_shape(self, shape):
         self.forward_layer.check_input_shape(shape)
-        if self.input_shape is not None and not self.built:
+        if self.input_shape is not None:
             t, f = self.input_shape
             if shape[2] != f or (t is not None and shape[1] != t):
                 raise ValueError(f"Layer '{self.name}' expects input of shape (batch, {t}, "

@@ -131,21 +131,29 @@ class Sequential:
         if not self.layers:
             raise ValueError("The model has no layers; add layers before using it.")
         first = self.layers[0]
-        expected = self.input_shape or (
-            None if first.input_shape is None else (None,) + tuple(first.input_shape))
-        if expected is not None:
+        if first.input_shape is not None:
+            expected = (None,) + tuple(first.input_shape)
             ok = x.ndim == len(expected) and all(
                 e is None or e == d for e, d in zip(expected[1:], x.shape[1:]))
             if not ok:
                 raise ValueError(f"`{arg}` must have shape {_shape_str(expected)} to match the "
                                  f"model input; received an array of shape {x.shape}.")
-        else:
+        try:
             first.check_input_shape(x.shape)
+        except ValueError as e:
+            raise ValueError(f"`{arg}` does not fit the model: {e}") from None
         if not self.built:
             self.build(x.shape[1:])
         return x.astype(first.dtype, copy=False)
 
-    def _prepare_y(self, y, n, arg="y"):
+    def _output_shape_for(self, input_shape):
+        shape = tuple(input_shape)
+        for layer in self.layers:
+            shape = tuple(layer.compute_output_shape(shape))
+        return shape
+
+    def _prepare_y(self, y, x_shape, arg="y"):
+        n = x_shape[0]
         if y is None:
             raise ValueError(f"`{arg}` is required for training and evaluation.")
         y = np.asarray(y)
@@ -154,7 +162,7 @@ class Sequential:
         if y.ndim == 0 or y.shape[0] != n:
             raise ValueError(f"`{arg}` must have one label per sample: x has {n} samples "
                              f"but {arg} has shape {y.shape}.")
-        out_shape = (n,) + self.output_shape[1:]
+        out_shape = (n,) + self._output_shape_for(x_shape[1:])
         self.loss.check_shapes(y.shape, out_shape)
         if self.loss.sparse:
             if np.issubdtype(y.dtype, np.floating) and not np.all(np.mod(y, 1) == 0):
@@ -245,12 +253,12 @@ class Sequential:
             raise ValueError(f"`verbose` must be 0, 1, 2 or 'auto'; received {verbose!r}.")
         verbose = 1 if verbose == "auto" else verbose
         x = self._prepare_x(x)
-        y = self._prepare_y(y, x.shape[0])
+        y = self._prepare_y(y, x.shape)
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise ValueError("`validation_data` must be a tuple (x_val, y_val).")
             x_val = self._prepare_x(validation_data[0], "validation_data[0]")
-            y_val = self._prepare_y(validation_data[1], x_val.shape[0], "validation_data[1]")
+            y_val = self._prepare_y(validation_data[1], x_val.shape, "validation_data[1]")
         elif validation_split:
             # Keras: the last fraction of the data, taken before any shuffling
             split_at = int(math.floor(x.shape[0] * (1.0 - validation_split)))
@@ -348,7 +356,7 @@ class Sequential:
         """The loss, or ``[loss, metric, ...]`` when metrics were compiled."""
         self._require_compiled("evaluate")
         x = self._prepare_x(x)
-        y = self._prepare_y(y, x.shape[0])
+        y = self._prepare_y(y, x.shape)
         if x.shape[0] == 0:
             raise ValueError("`x` holds no samples; evaluate() needs at least one.")
         logs = self._evaluate_arrays(x, y, batch_size or 32, verbose=verbose)

@@ -62,16 +62,17 @@ def _read(path, expected_format):
     if not os.path.exists(path):
         raise FileNotFoundError(f"No such file: {path!r}")
     try:
-        with np.load(path, allow_pickle=False) as data:
-            if not isinstance(data, np.lib.npyio.NpzFile) or _HEADER not in data.files:
+        data = np.load(path, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):  # a bare .npy array
+            raise ValueError("it holds a bare NumPy array, not an archive")
+        with data:
+            if _HEADER not in data.files:
                 raise ValueError("it has no cgru header")
             header = json.loads(bytes(data[_HEADER]).decode("utf-8"))
             arrays = {k: data[k] for k in data.files if k != _HEADER}
     except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile,
             UnicodeDecodeError) as e:
         raise ValueError(f"{path!r} is not a readable cgru file ({e}).") from None
-    if isinstance(data, np.ndarray):  # a bare .npy file
-        raise ValueError(f"{path!r} is not a cgru file (it holds a bare NumPy array).")
     if not isinstance(header, dict) or header.get("format") != expected_format:
         found = header.get("format") if isinstance(header, dict) else None
         raise ValueError(f"{path!r} is not a {expected_format} file (format: {found!r}).")
