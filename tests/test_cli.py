@@ -110,7 +110,7 @@ def test_plot_without_matplotlib_says_how_to_get_it(tmp_path):
 def test_short_training_run_saves_and_plots(tmp_path):
     model_path = tmp_path / "vowels.cgru"
     png = tmp_path / "history.png"
-    args = ["--epochs", str(EPOCHS), "--units", "16", "--seed", "1", "--save", str(model_path)]
+    args = ["--epochs", str(EPOCHS), "--units", "32", "--seed", "1", "--save", str(model_path)]
     has_matplotlib = True
     try:
         import matplotlib  # noqa: F401
@@ -126,7 +126,8 @@ def test_short_training_run_saves_and_plots(tmp_path):
     accuracy = float(re.search(r"^Test accuracy: (\d+\.\d)%", out, re.MULTILINE).group(1))
     published = float(re.search(r"^Published: +(\d+\.\d)%", out, re.MULTILINE).group(1))
     assert published == 94.1
-    assert 100 / 9 < accuracy <= 100  # better than guessing one of nine speakers
+    # Better than always naming the test split's most frequent speaker (88 of 370).
+    assert 100 * 88 / 370 < accuracy <= 100
 
     # The saved file restores a model that scores what was printed.
     from cgru.cli import load_data
