@@ -2,9 +2,10 @@
 
 The UEA/UCR-format files are taken from the sktime wheel, which carries them:
 
-    pip download --no-deps -d /tmp/sktime sktime
-    unzip -o /tmp/sktime/sktime-*.whl 'sktime/datasets/data/JapaneseVowels/*' -d /tmp/sktime
-    python tools/make_japanese_vowels.py /tmp/sktime/sktime/datasets/data/JapaneseVowels
+    DIR=$(mktemp -d)
+    pip download --no-deps -d "$DIR" sktime==1.2.0
+    unzip -o "$DIR"/sktime-1.2.0-*.whl 'sktime/datasets/data/JapaneseVowels/*' -d "$DIR"
+    python tools/make_japanese_vowels.py "$DIR"/sktime/datasets/data/JapaneseVowels
 
 Only the two .ts files are read; sktime itself is neither imported nor needed.
 
