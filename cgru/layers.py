@@ -11,7 +11,8 @@ Layers are batch-first, as in Keras. Each layer has two faces:
 
 Every GRU time loop runs inside ``cgru.functional.gru_forward``/``gru_backward``
 (time-major, PyTorch layout); the layer keeps Keras-layout weights and converts them
-per call (``cgru._layout``), which costs a few small copies per batch.
+per call (``cgru._layout``): measured at about 16 us against about 1.3 ms for one
+batch-32 training step of a GRU(32) on (10, 20) inputs, so no cache is kept.
 """
 import collections
 import re
