@@ -3,6 +3,7 @@
 Environment switches (off by default; the default build runs on any x86-64 machine):
   CGRU_DEBUG=1   bounds, None and initialisation checks on, -O0 -g (for debugging crashes)
   CGRU_NATIVE=1  -march=native (faster elementwise code on the build machine only)
+A switch changes compiler flags, not sources: rebuild with `build_ext --inplace --force`.
 """
 import glob
 import os

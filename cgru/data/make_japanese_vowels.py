@@ -5,7 +5,7 @@ The UEA/UCR-format files are taken from the sktime wheel, which carries them:
     DIR=$(mktemp -d)
     pip download --no-deps -d "$DIR" sktime==1.2.0
     unzip -o "$DIR"/sktime-1.2.0-*.whl 'sktime/datasets/data/JapaneseVowels/*' -d "$DIR"
-    python tools/make_japanese_vowels.py "$DIR"/sktime/datasets/data/JapaneseVowels
+    python cgru/data/make_japanese_vowels.py "$DIR"/sktime/datasets/data/JapaneseVowels
 
 Only the two .ts files are read; sktime itself is neither imported nor needed.
 
