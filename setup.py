@@ -22,7 +22,14 @@ directives = {
     "nonecheck": DEBUG,
     "cdivision": True,
 }
-compile_args = ["-O0", "-g"] if DEBUG else ["-O3"]
+# The cell loops must vectorize (measured: inference 1.5-2x faster on the benchmark shapes).
+# -fno-trapping-math: assume no floating-point traps are enabled (Python and NumPy never enable
+#   them), so gcc may if-convert the float32 exp's clamps; unlike -ffast-math it keeps IEEE
+#   results, NaN and infinities included.
+# vect-max-version-for-alias-checks: a cell loop reads and writes more arrays than gcc's
+#   default limit of 10 runtime overlap checks covers, and then stays scalar.
+compile_args = ["-O0", "-g"] if DEBUG else [
+    "-O3", "-fno-trapping-math", "--param=vect-max-version-for-alias-checks=64"]
 if NATIVE:
     compile_args.append("-march=native")
 

@@ -26,6 +26,7 @@ states hs (T + 1, B, H), hs[0] = h0. In inference the same loop runs with hs and
 ring buffers of 2 and 1 slots (slot = t % slots), so nothing per step is kept.
 """
 from libc.math cimport copysignf, exp, fabsf, tanh
+from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 from cython cimport floating
 
@@ -46,11 +47,13 @@ cdef extern from *:
 DEBUG_CHECKS = bool(CGRU_DEBUG_CHECKS)
 
 
+# The constants are cast to the dtype: a bare 1.0 is a C double and made the float32 cell
+# compute in double (conversions on every element, and half the vector width).
 cdef inline floating sigmoid(floating v) noexcept nogil:
     if floating is float:
-        return 1.0 / (1.0 + cgru_expf(-v))
+        return (<float> 1) / ((<float> 1) + cgru_expf(-v))
     else:
-        return 1.0 / (1.0 + exp(-v))
+        return 1 / (1 + exp(-v))
 
 
 cdef inline floating tanh_(floating v) noexcept nogil:
@@ -59,8 +62,8 @@ cdef inline floating tanh_(floating v) noexcept nogil:
     # this form costs one expf and is within 2e-7 of tanh in absolute terms.
     cdef float e
     if floating is float:
-        e = cgru_expf(-2.0 * fabsf(v))
-        return copysignf((1.0 - e) / (1.0 + e), v)
+        e = cgru_expf((<float> -2) * fabsf(v))
+        return copysignf(((<float> 1) - e) / ((<float> 1) + e), v)
     else:
         return tanh(v)
 
@@ -111,10 +114,10 @@ cdef void cell_forward_reset_after(
 # d_gates_h (B, G): out, gradient wrt W_h h_prev + b_h: (dr_pre, dz_pre, dn_pre * r)
 # d_gates_x_n (B, H): out, gradient wrt W_in x + b_in: dn_pre (r and z blocks equal d_gates_h's)
 # dh_prev (B, H): out, the part of dL/dh_prev that does not go through W_h (the caller adds
-#     d_gates_h @ W_hh); dh (B, H): dL/dh' carried from step t + 1; dy_t (B, H) or NULL
+#     d_gates_h @ W_hh); dh (B, H): dL/dh', from step t + 1 and from y_t (added by the caller)
 cdef void cell_backward_reset_after(
         Py_ssize_t B, Py_ssize_t H, floating* d_gates_h, floating* d_gates_x_n,
-        floating* dh_prev, const floating* dh, const floating* dy_t,
+        floating* dh_prev, const floating* dh,
         const floating* gates, const floating* hidden_n, const floating* h_prev,
         const Py_ssize_t* lengths, Py_ssize_t t) noexcept nogil:
     cdef Py_ssize_t b, j, G = 3 * H
@@ -138,8 +141,6 @@ cdef void cell_backward_reset_after(
             z = g[H + j]
             n = g[2 * H + j]
             d_out = dh[b * H + j]
-            if dy_t != NULL:
-                d_out = d_out + dy_t[b * H + j]
             # h' = (1 - z) * n + z * h_prev
             dh_prev[b * H + j] = d_out * z
             dn_pre = d_out * (1 - z) * (1 - n * n)
@@ -197,7 +198,7 @@ cdef void cell_forward_n(
 # (d_gates is the gradient wrt both W_i x + b_i and W_h(.) + b_h: they are equal here.)
 cdef void cell_backward_zn(
         Py_ssize_t B, Py_ssize_t H, floating* d_gates, floating* dh_prev,
-        const floating* dh, const floating* dy_t, const floating* gates,
+        const floating* dh, const floating* gates,
         const floating* h_prev, const Py_ssize_t* lengths, Py_ssize_t t) noexcept nogil:
     cdef Py_ssize_t b, j, G = 3 * H
     cdef floating z, n, d_out
@@ -216,8 +217,6 @@ cdef void cell_backward_zn(
             z = g[H + j]
             n = g[2 * H + j]
             d_out = dh[b * H + j]
-            if dy_t != NULL:
-                d_out = d_out + dy_t[b * H + j]
             # h' = (1 - z) * n + z * h_prev
             dh_prev[b * H + j] = d_out * z
             dg[H + j] = d_out * (h_prev[b * H + j] - n) * z * (1 - z)
@@ -248,6 +247,16 @@ cdef void cell_backward_r(
             dh_prev[b * H + j] += d_rh[b * H + j] * r
 
 
+cdef void add_valid_rows(Py_ssize_t B, Py_ssize_t H, floating* a, const floating* b,
+                         const Py_ssize_t* lengths, Py_ssize_t t) noexcept nogil:
+    """a (B, H) += b (B, H) in the rows whose step t is valid."""
+    cdef Py_ssize_t i, j
+    for i in range(B):
+        if is_valid(lengths, i, t):
+            for j in range(H):
+                a[i * H + j] += b[i * H + j]
+
+
 cdef void column_sums(Py_ssize_t rows, Py_ssize_t cols, const floating* a, Py_ssize_t lda,
                       floating* out) noexcept nogil:
     """out (cols,) := a (rows, cols; leading dimension lda) summed over its rows."""
@@ -262,6 +271,50 @@ cdef void column_sums(Py_ssize_t rows, Py_ssize_t cols, const floating* a, Py_ss
 # ---------------------------------------------------------------------------------------------
 # The loops over time.
 # ---------------------------------------------------------------------------------------------
+cdef void recurrent_step(
+        Py_ssize_t B, Py_ssize_t H, bint reset_after, floating* gates, floating* gates_h,
+        const floating* w_hh_t, const floating* b_ih, const floating* b_hh,
+        const floating* h_prev, floating* hidden_n, floating* h_next, floating* y,
+        const Py_ssize_t* lengths, Py_ssize_t t) noexcept nogil:
+    """One step after the input projection: gates (B, G) holds W_i x on entry, r, z, n on
+    return; h_next, y (B, H) written; gates_h (B, G) scratch."""
+    cdef Py_ssize_t G = 3 * H
+    if reset_after:
+        # gates_h = h_prev @ w_hh_t, (B, H) @ (H, G)
+        gemm(False, False, B, G, H, 1, h_prev, H, w_hh_t, G, 0, gates_h, G)
+        cell_forward_reset_after(B, H, gates, gates_h, b_ih, b_hh, h_prev, hidden_n, h_next, y,
+                                 lengths, t)
+    else:
+        # gates_h[:, :2H] = h_prev @ w_hh_t[:, :2H], (B, H) @ (H, 2H)
+        gemm(False, False, B, 2 * H, H, 1, h_prev, H, w_hh_t, G, 0, gates_h, G)
+        cell_forward_rz(B, H, gates, gates_h, b_ih, b_hh, h_prev, hidden_n)
+        # gates_h[:, 2H:] = (r * h_prev) @ w_hh_t[:, 2H:], (B, H) @ (H, H)
+        gemm(False, False, B, H, H, 1, hidden_n, H, w_hh_t + 2 * H, G, 0, gates_h + 2 * H, G)
+        cell_forward_n(B, H, gates, gates_h, b_ih, b_hh, h_prev, h_next, y, lengths, t)
+
+
+def step(const floating[:, ::1] x, const floating[:, ::1] h, const floating[:, ::1] w_ih_t,
+         const floating[:, ::1] w_hh_t, const floating[::1] b_ih, const floating[::1] b_hh,
+         bint reset_after, floating[:, ::1] h_next):
+    """One step for a batch, B >= 1: h_next (B, H) from x (B, I) and h (B, H), weights as in
+    `forward`. The scratch (B * 8H numbers) is allocated per call, so calls may run at once.
+    (y gets a scratch row of its own: with y and h_next the same array, gcc's alias checks
+    fail and the cell loop runs scalar, 3x slower at B = 1.)"""
+    cdef Py_ssize_t B = x.shape[0], I = x.shape[1], H = h.shape[1], G = 3 * H
+    cdef floating* scratch
+    with nogil:
+        scratch = <floating*> malloc(B * (2 * G + 2 * H) * sizeof(floating))
+        if scratch != NULL:
+            # gates = x @ w_ih_t, (B, I) @ (I, G)
+            gemm(False, False, B, G, I, 1, &x[0, 0], I, &w_ih_t[0, 0], G, 0, scratch, G)
+            recurrent_step(B, H, reset_after, scratch, scratch + B * G, &w_hh_t[0, 0],
+                           &b_ih[0], &b_hh[0], &h[0, 0], scratch + 2 * B * G, &h_next[0, 0],
+                           scratch + 2 * B * G + B * H, NULL, 0)
+            free(scratch)
+    if scratch == NULL:
+        raise MemoryError(f"no memory for the scratch of a GRU step with B={B}, H={H}")
+
+
 def forward(const floating[:, :, ::1] x, const floating[:, ::1] w_ih_t,
             const floating[:, ::1] w_hh_t, const floating[::1] b_ih, const floating[::1] b_hh,
             const Py_ssize_t[::1] lengths, bint reset_after,
@@ -283,32 +336,14 @@ def forward(const floating[:, :, ::1] x, const floating[:, ::1] w_ih_t,
     cdef floating* gates_p = &gates[0, 0, 0]
     cdef floating* gates_h_p = &gates_h[0, 0]
     cdef const floating* w_hh_t_p = &w_hh_t[0, 0]
-    cdef floating* h_prev
-    cdef floating* h_next
-    cdef floating* hidden_n_t
-    cdef floating* g
     with nogil:
         # gates = x @ w_ih_t: the input projection of every step in one GEMM, (M, I) @ (I, G)
         gemm(False, False, T * B, G, I, 1, &x[0, 0, 0], I, &w_ih_t[0, 0], G, 0, gates_p, G)
         for t in range(T):
-            h_prev = &hs[t % slots_h, 0, 0]
-            h_next = &hs[(t + 1) % slots_h, 0, 0]
-            hidden_n_t = &hidden_n[t % slots_n, 0, 0]
-            g = gates_p + t * B * G
-            if reset_after:
-                # gates_h = h_prev @ w_hh_t, (B, H) @ (H, G)
-                gemm(False, False, B, G, H, 1, h_prev, H, w_hh_t_p, G, 0, gates_h_p, G)
-                cell_forward_reset_after(B, H, g, gates_h_p, &b_ih[0], &b_hh[0], h_prev,
-                                         hidden_n_t, h_next, &y[t, 0, 0], lengths_p, t)
-            else:
-                # gates_h[:, :2H] = h_prev @ w_hh_t[:, :2H], (B, H) @ (H, 2H)
-                gemm(False, False, B, 2 * H, H, 1, h_prev, H, w_hh_t_p, G, 0, gates_h_p, G)
-                cell_forward_rz(B, H, g, gates_h_p, &b_ih[0], &b_hh[0], h_prev, hidden_n_t)
-                # gates_h[:, 2H:] = (r * h_prev) @ w_hh_t[:, 2H:], (B, H) @ (H, H)
-                gemm(False, False, B, H, H, 1, hidden_n_t, H, w_hh_t_p + 2 * H, G, 0,
-                     gates_h_p + 2 * H, G)
-                cell_forward_n(B, H, g, gates_h_p, &b_ih[0], &b_hh[0], h_prev, h_next,
-                               &y[t, 0, 0], lengths_p, t)
+            recurrent_step(B, H, reset_after, gates_p + t * B * G, gates_h_p, w_hh_t_p,
+                           &b_ih[0], &b_hh[0], &hs[t % slots_h, 0, 0],
+                           &hidden_n[t % slots_n, 0, 0], &hs[(t + 1) % slots_h, 0, 0],
+                           &y[t, 0, 0], lengths_p, t)
 
 
 def backward(const floating[:, :, ::1] dy, const floating[:, :, ::1] x,
@@ -331,7 +366,6 @@ def backward(const floating[:, :, ::1] dy, const floating[:, :, ::1] x,
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], I = x.shape[2]
     cdef Py_ssize_t H = w_hh.shape[1], G = 3 * H, M = T * B, t
     cdef const Py_ssize_t* lengths_p = &lengths[0] if lengths.shape[0] > 0 else NULL
-    cdef const floating* dy_t
     cdef const floating* w_ih_p = &w_ih[0, 0]
     cdef const floating* w_hh_p = &w_hh[0, 0]
     cdef const floating* x_p = &x[0, 0, 0]
@@ -344,16 +378,18 @@ def backward(const floating[:, :, ::1] dy, const floating[:, :, ::1] x,
     cdef floating* dg_t
     with nogil:
         for t in range(T - 1, -1, -1):
-            dy_t = &dy[t, 0, 0] if dy.shape[0] > 0 else NULL
+            if dy.shape[0] > 0:
+                # dh_next += dy[t] where step t is valid (y is 0, a constant, past the length)
+                add_valid_rows(B, H, dh_next, &dy[t, 0, 0], lengths_p, t)
             dg_t = d_gates_p + t * B * G
             if reset_after:
                 cell_backward_reset_after(B, H, dg_t, d_aux_p + t * B * H, dh_prev, dh_next,
-                                          dy_t, &gates[t, 0, 0], &hidden_n[t, 0, 0],
+                                          &gates[t, 0, 0], &hidden_n[t, 0, 0],
                                           &hs[t, 0, 0], lengths_p, t)
                 # dh_prev += d_gates[t] @ w_hh, (B, G) @ (G, H)
                 gemm(False, False, B, H, G, 1, dg_t, G, w_hh_p, H, 1, dh_prev, H)
             else:
-                cell_backward_zn(B, H, dg_t, dh_prev, dh_next, dy_t, &gates[t, 0, 0],
+                cell_backward_zn(B, H, dg_t, dh_prev, dh_next, &gates[t, 0, 0],
                                  &hs[t, 0, 0], lengths_p, t)
                 # d_rh = dn_pre @ w_hh[2H:], (B, H) @ (H, H)
                 gemm(False, False, B, H, H, 1, dg_t + 2 * H, G, w_hh_p + 2 * H * H, H, 0,
