@@ -8,6 +8,7 @@ A switch changes compiler flags, not sources: rebuild with `build_ext --inplace 
 import glob
 import os
 
+import numpy
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
@@ -37,6 +38,7 @@ extensions = [
     Extension(
         path[:-4].replace(os.sep, "."),
         [path],
+        include_dirs=[numpy.get_include()],
         extra_compile_args=compile_args,
         define_macros=[("CGRU_DEBUG_CHECKS", "1" if DEBUG else "0"),
                        ("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],

@@ -226,7 +226,7 @@ def gru_backward(dy, dh_n, cache):
     return GRUGrads(dx, dh[T % 2].copy(), dw_ih, dw_hh, db_ih, db_hh)
 
 
-class GRUCell:
+class GRUCell(_gru.StepKernel):
     """One GRU step at a time, with the weights prepared once: online inference.
 
     ``cell = GRUCell(w_ih, w_hh, b_ih, b_hh, reset_after=True)`` takes the weights of
@@ -235,6 +235,9 @@ class GRUCell:
     x (B, I), h (B, H) or None for zeros, h_next (B, H) a new array; all of the weights'
     dtype. Inference only (no cache); calls may run from several threads at once.
     ``cell(x_t, h)`` equals ``gru_forward(x_t[None], h, ...)[1]``.
+
+    The call itself is native (``_gru.StepKernel``): C-contiguous arrays of the right dtype and
+    shape go straight to the kernel, anything else through ``_prepare`` below.
     """
 
     def __init__(self, w_ih, w_hh, b_ih, b_hh, *, reset_after=True):
@@ -243,39 +246,32 @@ class GRUCell:
             raise ValueError(f"`w_ih` must have shape (3H, I), got {w_ih.shape}")
         w_ih, w_hh, b_ih, b_hh = _check_weights(w_ih, w_hh, b_ih, b_hh, w_ih.shape[1],
                                                 w_ih.dtype, "w_ih")
-        self.dtype = w_ih.dtype
-        self.input_size, self.hidden_size = w_ih.shape[1], w_hh.shape[1]
-        self.reset_after = bool(reset_after)
-        _check_blas_sizes(1, 1, self.input_size, self.hidden_size)
-        self._w_ih_t = np.ascontiguousarray(w_ih.T)
-        self._w_hh_t = np.ascontiguousarray(w_hh.T)
-        self._b_ih = np.array(b_ih, order="C")
-        self._b_hh = np.array(b_hh, order="C")
+        _check_blas_sizes(1, 1, w_ih.shape[1], w_hh.shape[1])
+        super().__init__(np.ascontiguousarray(w_ih.T), np.ascontiguousarray(w_hh.T),
+                         np.array(b_ih, order="C"), np.array(b_hh, order="C"),
+                         bool(reset_after))
+
+    @property
+    def dtype(self):
+        return self.w_ih_t.dtype
 
     def __repr__(self):
         return (f"GRUCell(input_size={self.input_size}, hidden_size={self.hidden_size}, "
                 f"dtype={self.dtype}, reset_after={self.reset_after})")
 
-    def __call__(self, x, h=None):
+    def _prepare(self, x, h):
+        """x and h checked and made C-contiguous arrays of the cell's dtype, else an error."""
         x = _as_float_array(x, "x")
         if x.ndim != 2 or x.shape[1] != self.input_size:
             raise ValueError(f"`x` must have shape (B, I) = (B, {self.input_size}), "
                              f"got {x.shape}")
         B, H = x.shape[0], self.hidden_size
-        if x.dtype != self.dtype:
-            raise TypeError(f"`x` has dtype {x.dtype} but the cell's weights are {self.dtype}")
+        _check_same_dtype((x,), ("x",), "the cell's weights", self.dtype)
         if h is None:
             h = np.zeros((B, H), self.dtype)
         else:
             h = _as_float_array(h, "h")
-            if h.shape != (B, H):
-                raise ValueError(f"`h` must have shape (B, H) = ({B}, {H}), got {h.shape}")
-            if h.dtype != self.dtype:
-                raise TypeError(f"`h` has dtype {h.dtype} but the cell's weights are "
-                                f"{self.dtype}")
+            _check_shape(h, "h", (B, H), "(B, H)")
+            _check_same_dtype((h,), ("h",), "the cell's weights", self.dtype)
         _check_blas_sizes(1, B, self.input_size, H)
-        h_next = np.empty((B, H), self.dtype)
-        if B > 0:
-            _gru.step(np.ascontiguousarray(x), np.ascontiguousarray(h), self._w_ih_t,
-                      self._w_hh_t, self._b_ih, self._b_hh, self.reset_after, h_next)
-        return h_next
+        return np.ascontiguousarray(x), np.ascontiguousarray(h)
