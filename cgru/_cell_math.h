@@ -7,6 +7,7 @@
  * arithmetic in the default rounding mode. */
 #ifndef CGRU_CELL_MATH_H
 #define CGRU_CELL_MATH_H
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -32,4 +33,19 @@ static inline float cgru_expf(float x)
     memcpy(&scale, &bits, sizeof scale);
     return p * scale;
 }
+
+/* The cell's nonlinearities. float32: tanh(v) = sign(v) (1 - e) / (1 + e), e = exp(-2|v|),
+ * within 2e-7 of tanh in absolute terms; glibc's tanhf goes through expm1f and took a quarter
+ * of the forward time (perf, (T, B, I, H) = (100, 64, 128, 256)). float64: libm, exactly. */
+static inline float cgru_sigmoidf(float v) { return 1.0f / (1.0f + cgru_expf(-v)); }
+
+static inline float cgru_tanhf(float v)
+{
+    const float e = cgru_expf(-2.0f * fabsf(v));
+    return copysignf((1.0f - e) / (1.0f + e), v);
+}
+
+static inline double cgru_sigmoid(double v) { return 1.0 / (1.0 + exp(-v)); }
+
+static inline double cgru_tanh(double v) { return tanh(v); }
 #endif

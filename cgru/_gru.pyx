@@ -1,9 +1,10 @@
 """GRU forward and backward through time: typed loops over BLAS GEMMs.
 
-Layering (scikit-learn style): the cell functions below do one time step's elementwise work on
-raw pointers (no allocation, no Python); `forward` and `backward` loop over time, calling BLAS
-for every product and the cell functions in between; `cgru/functional.py` validates the inputs,
-allocates every array and calls these two entry points. Nothing here checks shapes.
+Layering (scikit-learn style): the cell kernels (cgru/_cell_template.h, C) do one time step's
+elementwise work on raw pointers (no allocation, no Python); `forward` and `backward` here loop
+over time, calling BLAS for every product and the cell kernels in between; `StepKernel` runs a
+single step; `cgru/functional.py` validates the inputs, allocates every array and calls these
+entry points. Nothing here checks shapes.
 
 Notation: T steps, B batch rows, I input features, H hidden units, G = 3H gate columns in
 PyTorch's order (r, z, n), M = T * B rows of the whole sequence. All arrays are C-contiguous
@@ -25,16 +26,13 @@ input projection, which is dead once its step is done), hidden_n (T, B, H) and t
 states hs (T + 1, B, H), hs[0] = h0. In inference the same loop runs with hs and hidden_n as
 ring buffers of 2 and 1 slots (slot = t % slots), so nothing per step is kept.
 """
-from libc.math cimport copysignf, exp, fabsf, tanh
+from libc.math cimport exp
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 from cython cimport floating
 cimport numpy as cnp
 
 from cgru._blas cimport gemm
-
-cdef extern from "_cell_math.h":
-    float cgru_expf(float x) noexcept nogil
 
 cdef extern from *:
     """
@@ -50,204 +48,134 @@ cnp.import_array()
 DEBUG_CHECKS = bool(CGRU_DEBUG_CHECKS)
 
 
-# The constants are cast to the dtype: a bare 1.0 is a C double and made the float32 cell
-# compute in double (conversions on every element, and half the vector width).
-cdef inline floating sigmoid(floating v) noexcept nogil:
-    if floating is float:
-        return (<float> 1) / ((<float> 1) + cgru_expf(-v))
-    else:
-        return 1 / (1 + exp(-v))
+# ---------------------------------------------------------------------------------------------
+# The cell: one time step's elementwise work, forward and backward side by side, in C
+# (cgru/_cell_template.h, compiled for float and double, multiversioned for AVX-512/AVX2).
+# The wrappers below pick the dtype's version; the arguments are documented in the template.
+# ---------------------------------------------------------------------------------------------
+cdef extern from "_cell.h":
+    float cgru_expf(float v) noexcept nogil
+    float cgru_sigmoidf(float v) noexcept nogil
+    float cgru_tanhf(float v) noexcept nogil
+    double cgru_sigmoid(double v) noexcept nogil
+    double cgru_tanh(double v) noexcept nogil
+    void cell_forward_reset_after_f32(
+        Py_ssize_t B, Py_ssize_t H, float* gates, const float* gates_h, const float* b_ih,
+        const float* b_hh, const float* h_prev, float* hidden_n, float* h_next, float* y,
+        const Py_ssize_t* lengths, Py_ssize_t t) noexcept nogil
+    void cell_forward_reset_after_f64(
+        Py_ssize_t B, Py_ssize_t H, double* gates, const double* gates_h, const double* b_ih,
+        const double* b_hh, const double* h_prev, double* hidden_n, double* h_next, double* y,
+        const Py_ssize_t* lengths, Py_ssize_t t) noexcept nogil
+    void cell_backward_reset_after_f32(
+        Py_ssize_t B, Py_ssize_t H, float* d_gates_h, float* d_gates_x_n, float* dh_prev,
+        const float* dh, const float* gates, const float* hidden_n, const float* h_prev,
+        const Py_ssize_t* lengths, Py_ssize_t t) noexcept nogil
+    void cell_backward_reset_after_f64(
+        Py_ssize_t B, Py_ssize_t H, double* d_gates_h, double* d_gates_x_n, double* dh_prev,
+        const double* dh, const double* gates, const double* hidden_n, const double* h_prev,
+        const Py_ssize_t* lengths, Py_ssize_t t) noexcept nogil
+    void cell_forward_rz_f32(
+        Py_ssize_t B, Py_ssize_t H, float* gates, const float* gates_h, const float* b_ih,
+        const float* b_hh, const float* h_prev, float* hidden_n) noexcept nogil
+    void cell_forward_rz_f64(
+        Py_ssize_t B, Py_ssize_t H, double* gates, const double* gates_h, const double* b_ih,
+        const double* b_hh, const double* h_prev, double* hidden_n) noexcept nogil
+    void cell_forward_n_f32(
+        Py_ssize_t B, Py_ssize_t H, float* gates, const float* gates_h, const float* b_ih,
+        const float* b_hh, const float* h_prev, float* h_next, float* y,
+        const Py_ssize_t* lengths, Py_ssize_t t) noexcept nogil
+    void cell_forward_n_f64(
+        Py_ssize_t B, Py_ssize_t H, double* gates, const double* gates_h, const double* b_ih,
+        const double* b_hh, const double* h_prev, double* h_next, double* y,
+        const Py_ssize_t* lengths, Py_ssize_t t) noexcept nogil
+    void cell_backward_zn_f32(
+        Py_ssize_t B, Py_ssize_t H, float* d_gates, float* dh_prev, const float* dh,
+        const float* gates, const float* h_prev, const Py_ssize_t* lengths,
+        Py_ssize_t t) noexcept nogil
+    void cell_backward_zn_f64(
+        Py_ssize_t B, Py_ssize_t H, double* d_gates, double* dh_prev, const double* dh,
+        const double* gates, const double* h_prev, const Py_ssize_t* lengths,
+        Py_ssize_t t) noexcept nogil
+    void cell_backward_r_f32(
+        Py_ssize_t B, Py_ssize_t H, float* d_gates, float* dh_prev, const float* d_rh,
+        const float* gates, const float* h_prev, const Py_ssize_t* lengths,
+        Py_ssize_t t) noexcept nogil
+    void cell_backward_r_f64(
+        Py_ssize_t B, Py_ssize_t H, double* d_gates, double* dh_prev, const double* d_rh,
+        const double* gates, const double* h_prev, const Py_ssize_t* lengths,
+        Py_ssize_t t) noexcept nogil
 
 
-cdef inline floating tanh_(floating v) noexcept nogil:
-    # float32: tanh(v) = sign(v) (1 - e) / (1 + e), e = exp(-2|v|). glibc's tanhf goes through
-    # expm1f and took a quarter of the forward time (perf, (T, B, I, H) = (100, 64, 128, 256));
-    # this form costs one expf and is within 2e-7 of tanh in absolute terms.
-    cdef float e
+cdef inline void cell_forward_reset_after(
+        Py_ssize_t B, Py_ssize_t H, floating* gates, const floating* gates_h,
+        const floating* b_ih, const floating* b_hh, const floating* h_prev,
+        floating* hidden_n, floating* h_next, floating* y,
+        const Py_ssize_t* lengths, Py_ssize_t t) noexcept nogil:
     if floating is float:
-        e = cgru_expf((<float> -2) * fabsf(v))
-        return copysignf(((<float> 1) - e) / ((<float> 1) + e), v)
+        cell_forward_reset_after_f32(B, H, gates, gates_h, b_ih, b_hh, h_prev, hidden_n,
+                                     h_next, y, lengths, t)
     else:
-        return tanh(v)
+        cell_forward_reset_after_f64(B, H, gates, gates_h, b_ih, b_hh, h_prev, hidden_n,
+                                     h_next, y, lengths, t)
+
+
+cdef inline void cell_backward_reset_after(
+        Py_ssize_t B, Py_ssize_t H, floating* d_gates_h, floating* d_gates_x_n,
+        floating* dh_prev, const floating* dh, const floating* gates,
+        const floating* hidden_n, const floating* h_prev,
+        const Py_ssize_t* lengths, Py_ssize_t t) noexcept nogil:
+    if floating is float:
+        cell_backward_reset_after_f32(B, H, d_gates_h, d_gates_x_n, dh_prev, dh, gates,
+                                      hidden_n, h_prev, lengths, t)
+    else:
+        cell_backward_reset_after_f64(B, H, d_gates_h, d_gates_x_n, dh_prev, dh, gates,
+                                      hidden_n, h_prev, lengths, t)
+
+
+cdef inline void cell_forward_rz(
+        Py_ssize_t B, Py_ssize_t H, floating* gates, const floating* gates_h,
+        const floating* b_ih, const floating* b_hh, const floating* h_prev,
+        floating* hidden_n) noexcept nogil:
+    if floating is float:
+        cell_forward_rz_f32(B, H, gates, gates_h, b_ih, b_hh, h_prev, hidden_n)
+    else:
+        cell_forward_rz_f64(B, H, gates, gates_h, b_ih, b_hh, h_prev, hidden_n)
+
+
+cdef inline void cell_forward_n(
+        Py_ssize_t B, Py_ssize_t H, floating* gates, const floating* gates_h,
+        const floating* b_ih, const floating* b_hh, const floating* h_prev,
+        floating* h_next, floating* y, const Py_ssize_t* lengths, Py_ssize_t t) noexcept nogil:
+    if floating is float:
+        cell_forward_n_f32(B, H, gates, gates_h, b_ih, b_hh, h_prev, h_next, y, lengths, t)
+    else:
+        cell_forward_n_f64(B, H, gates, gates_h, b_ih, b_hh, h_prev, h_next, y, lengths, t)
+
+
+cdef inline void cell_backward_zn(
+        Py_ssize_t B, Py_ssize_t H, floating* d_gates, floating* dh_prev,
+        const floating* dh, const floating* gates, const floating* h_prev,
+        const Py_ssize_t* lengths, Py_ssize_t t) noexcept nogil:
+    if floating is float:
+        cell_backward_zn_f32(B, H, d_gates, dh_prev, dh, gates, h_prev, lengths, t)
+    else:
+        cell_backward_zn_f64(B, H, d_gates, dh_prev, dh, gates, h_prev, lengths, t)
+
+
+cdef inline void cell_backward_r(
+        Py_ssize_t B, Py_ssize_t H, floating* d_gates, floating* dh_prev,
+        const floating* d_rh, const floating* gates, const floating* h_prev,
+        const Py_ssize_t* lengths, Py_ssize_t t) noexcept nogil:
+    if floating is float:
+        cell_backward_r_f32(B, H, d_gates, dh_prev, d_rh, gates, h_prev, lengths, t)
+    else:
+        cell_backward_r_f64(B, H, d_gates, dh_prev, d_rh, gates, h_prev, lengths, t)
 
 
 cdef inline bint is_valid(const Py_ssize_t* lengths, Py_ssize_t b, Py_ssize_t t) noexcept nogil:
     """Is step t inside sequence b (always, without lengths)?"""
     return lengths == NULL or t < lengths[b]
-
-
-# ---------------------------------------------------------------------------------------------
-# One step of the cell, reset_after=True. Forward and backward side by side.
-#
-# gates (B, G): in, the input projection W_i x (no bias); out, r, z, n
-# gates_h (B, G): W_h h_prev (no bias); hidden_n (B, H): out, W_hn h_prev + b_hn
-# ---------------------------------------------------------------------------------------------
-cdef void cell_forward_reset_after(
-        Py_ssize_t B, Py_ssize_t H, floating* gates, const floating* gates_h,
-        const floating* b_ih, const floating* b_hh, const floating* h_prev,
-        floating* hidden_n, floating* h_next, floating* y,
-        const Py_ssize_t* lengths, Py_ssize_t t) noexcept nogil:
-    cdef Py_ssize_t b, j, G = 3 * H
-    cdef floating r, z, n, hn
-    cdef floating* g
-    cdef const floating* gh
-    for b in range(B):
-        g = gates + b * G
-        gh = gates_h + b * G
-        for j in range(H):
-            r = sigmoid(g[j] + b_ih[j] + gh[j] + b_hh[j])
-            z = sigmoid(g[H + j] + b_ih[H + j] + gh[H + j] + b_hh[H + j])
-            hn = gh[2 * H + j] + b_hh[2 * H + j]
-            n = tanh_(g[2 * H + j] + b_ih[2 * H + j] + r * hn)
-            g[j] = r
-            g[H + j] = z
-            g[2 * H + j] = n
-            hidden_n[b * H + j] = hn
-        if is_valid(lengths, b, t):
-            for j in range(H):
-                # h' = (1 - z) * n + z * h
-                h_next[b * H + j] = g[2 * H + j] + g[H + j] * (h_prev[b * H + j] - g[2 * H + j])
-                y[b * H + j] = h_next[b * H + j]
-        else:
-            for j in range(H):
-                h_next[b * H + j] = h_prev[b * H + j]
-                y[b * H + j] = 0
-
-
-# d_gates_h (B, G): out, gradient wrt W_h h_prev + b_h: (dr_pre, dz_pre, dn_pre * r)
-# d_gates_x_n (B, H): out, gradient wrt W_in x + b_in: dn_pre (r and z blocks equal d_gates_h's)
-# dh_prev (B, H): out, the part of dL/dh_prev that does not go through W_h (the caller adds
-#     d_gates_h @ W_hh); dh (B, H): dL/dh', from step t + 1 and from y_t (added by the caller)
-cdef void cell_backward_reset_after(
-        Py_ssize_t B, Py_ssize_t H, floating* d_gates_h, floating* d_gates_x_n,
-        floating* dh_prev, const floating* dh,
-        const floating* gates, const floating* hidden_n, const floating* h_prev,
-        const Py_ssize_t* lengths, Py_ssize_t t) noexcept nogil:
-    cdef Py_ssize_t b, j, G = 3 * H
-    cdef floating r, z, n, d_out, dn_pre
-    cdef const floating* g
-    cdef floating* dg
-    for b in range(B):
-        g = gates + b * G
-        dg = d_gates_h + b * G
-        if not is_valid(lengths, b, t):
-            # forward was h' = h, y = 0: the gradient passes through, the gates get none
-            for j in range(H):
-                dh_prev[b * H + j] = dh[b * H + j]
-                dg[j] = 0
-                dg[H + j] = 0
-                dg[2 * H + j] = 0
-                d_gates_x_n[b * H + j] = 0
-            continue
-        for j in range(H):
-            r = g[j]
-            z = g[H + j]
-            n = g[2 * H + j]
-            d_out = dh[b * H + j]
-            # h' = (1 - z) * n + z * h_prev
-            dh_prev[b * H + j] = d_out * z
-            dn_pre = d_out * (1 - z) * (1 - n * n)
-            # n = tanh(gx_n + b_in + r * hidden_n)
-            dg[j] = dn_pre * hidden_n[b * H + j] * r * (1 - r)
-            dg[H + j] = d_out * (h_prev[b * H + j] - n) * z * (1 - z)
-            dg[2 * H + j] = dn_pre * r
-            d_gates_x_n[b * H + j] = dn_pre
-
-
-# ---------------------------------------------------------------------------------------------
-# One step of the cell, reset_after=False, in two halves around the product W_hn (r * h_prev).
-# First half: r and z from gates_h[:, :2H] = W_hr,hz h_prev; writes r, z and hidden_n = r * h.
-# Second half: n from gates_h[:, 2H:] = W_hn (r * h_prev); writes n, h_next, y.
-# ---------------------------------------------------------------------------------------------
-cdef void cell_forward_rz(
-        Py_ssize_t B, Py_ssize_t H, floating* gates, const floating* gates_h,
-        const floating* b_ih, const floating* b_hh, const floating* h_prev,
-        floating* hidden_n) noexcept nogil:
-    cdef Py_ssize_t b, j, G = 3 * H
-    cdef floating* g
-    cdef const floating* gh
-    for b in range(B):
-        g = gates + b * G
-        gh = gates_h + b * G
-        for j in range(2 * H):
-            g[j] = sigmoid(g[j] + b_ih[j] + gh[j] + b_hh[j])
-        for j in range(H):
-            hidden_n[b * H + j] = g[j] * h_prev[b * H + j]
-
-
-cdef void cell_forward_n(
-        Py_ssize_t B, Py_ssize_t H, floating* gates, const floating* gates_h,
-        const floating* b_ih, const floating* b_hh, const floating* h_prev,
-        floating* h_next, floating* y, const Py_ssize_t* lengths, Py_ssize_t t) noexcept nogil:
-    cdef Py_ssize_t b, j, G = 3 * H
-    cdef floating* g
-    cdef const floating* gh
-    for b in range(B):
-        g = gates + b * G
-        gh = gates_h + b * G
-        for j in range(H):
-            g[2 * H + j] = tanh_(g[2 * H + j] + b_ih[2 * H + j] + gh[2 * H + j] + b_hh[2 * H + j])
-        if is_valid(lengths, b, t):
-            for j in range(H):
-                h_next[b * H + j] = g[2 * H + j] + g[H + j] * (h_prev[b * H + j] - g[2 * H + j])
-                y[b * H + j] = h_next[b * H + j]
-        else:
-            for j in range(H):
-                h_next[b * H + j] = h_prev[b * H + j]
-                y[b * H + j] = 0
-
-
-# Backward, first half: dz_pre and dn_pre into d_gates[:, H:], the direct part of dh_prev.
-# (d_gates is the gradient wrt both W_i x + b_i and W_h(.) + b_h: they are equal here.)
-cdef void cell_backward_zn(
-        Py_ssize_t B, Py_ssize_t H, floating* d_gates, floating* dh_prev,
-        const floating* dh, const floating* gates,
-        const floating* h_prev, const Py_ssize_t* lengths, Py_ssize_t t) noexcept nogil:
-    cdef Py_ssize_t b, j, G = 3 * H
-    cdef floating z, n, d_out
-    cdef const floating* g
-    cdef floating* dg
-    for b in range(B):
-        g = gates + b * G
-        dg = d_gates + b * G
-        if not is_valid(lengths, b, t):
-            for j in range(H):
-                dh_prev[b * H + j] = dh[b * H + j]
-                dg[H + j] = 0
-                dg[2 * H + j] = 0
-            continue
-        for j in range(H):
-            z = g[H + j]
-            n = g[2 * H + j]
-            d_out = dh[b * H + j]
-            # h' = (1 - z) * n + z * h_prev
-            dh_prev[b * H + j] = d_out * z
-            dg[H + j] = d_out * (h_prev[b * H + j] - n) * z * (1 - z)
-            dg[2 * H + j] = d_out * (1 - z) * (1 - n * n)
-
-
-# Backward, second half: given d_rh = dn_pre @ W_hn (the gradient wrt r * h_prev),
-# dr_pre into d_gates[:, :H] and d_rh * r added to dh_prev.
-cdef void cell_backward_r(
-        Py_ssize_t B, Py_ssize_t H, floating* d_gates, floating* dh_prev,
-        const floating* d_rh, const floating* gates, const floating* h_prev,
-        const Py_ssize_t* lengths, Py_ssize_t t) noexcept nogil:
-    cdef Py_ssize_t b, j, G = 3 * H
-    cdef floating r
-    cdef const floating* g
-    cdef floating* dg
-    for b in range(B):
-        g = gates + b * G
-        dg = d_gates + b * G
-        if not is_valid(lengths, b, t):
-            for j in range(H):
-                dg[j] = 0
-            continue
-        for j in range(H):
-            r = g[j]
-            # hidden_n = r * h_prev
-            dg[j] = d_rh[b * H + j] * h_prev[b * H + j] * r * (1 - r)
-            dh_prev[b * H + j] += d_rh[b * H + j] * r
 
 
 cdef void add_valid_rows(Py_ssize_t B, Py_ssize_t H, floating* a, const floating* b,
@@ -521,8 +449,10 @@ def cell_math_for_tests(const floating[::1] v):
     for i in range(n):
         if floating is float:
             exp_out[i] = cgru_expf(v[i])
+            sigmoid_out[i] = cgru_sigmoidf(v[i])
+            tanh_out[i] = cgru_tanhf(v[i])
         else:
             exp_out[i] = exp(v[i])
-        sigmoid_out[i] = sigmoid(v[i])
-        tanh_out[i] = tanh_(v[i])
+            sigmoid_out[i] = cgru_sigmoid(v[i])
+            tanh_out[i] = cgru_tanh(v[i])
     return exp_v, sigmoid_v, tanh_v
