@@ -147,14 +147,17 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, *, reset_after=True, lengths=None
     _check_blas_sizes(T, B, I, H)
     dtype = x.dtype
 
-    y = np.zeros((T, B, H), dtype)
+    # The kernels write every element of y and of the gradients (y is 0 past a row's length),
+    # so they start uninitialised; only empty sequences or batches take zeros.
+    empty = T == 0 or B == 0
+    y = (np.zeros if empty else np.empty)((T, B, H), dtype)
     slots_h, slots_n = (T + 1, T) if training else (2, 1)
     hs = np.empty((slots_h, B, H), dtype)
     if h0 is None:
         hs[0] = 0
     else:
         hs[0] = h0
-    if T > 0 and B > 0:
+    if not empty:
         x = np.ascontiguousarray(x)
         w_ih = np.ascontiguousarray(w_ih)
         w_hh = np.ascontiguousarray(w_hh)
@@ -204,11 +207,12 @@ def gru_backward(dy, dh_n, cache):
             raise TypeError(f"`{name}` has dtype {array.dtype} but the forward pass ran in "
                             f"{dtype}: one call uses one float dtype")
 
-    dx = np.zeros((T, B, I), dtype)
-    dw_ih = np.zeros((3 * H, I), dtype)
-    dw_hh = np.zeros((3 * H, H), dtype)
-    db_ih = np.zeros(3 * H, dtype)
-    db_hh = np.zeros(3 * H, dtype)
+    new = np.zeros if T == 0 or B == 0 else np.empty   # as in gru_forward
+    dx = new((T, B, I), dtype)
+    dw_ih = new((3 * H, I), dtype)
+    dw_hh = new((3 * H, H), dtype)
+    db_ih = new(3 * H, dtype)
+    db_hh = new(3 * H, dtype)
     dh = np.empty((2, B, H), dtype)
     if dh_n is None:
         dh[0] = 0
