@@ -1,0 +1,217 @@
+"""The functional GRU: ``gru_forward`` and ``gru_backward`` (time-major, PyTorch weight layout).
+
+This module validates every argument, makes contiguous copies only where needed, allocates
+every array the kernels write, and calls the compiled loops in ``cgru._gru``. Nothing reaches
+native code before it has been checked here: wrong ranks, sizes, dtypes or lengths raise
+``ValueError``/``TypeError`` naming the argument and the shapes.
+"""
+import numpy as np
+
+from cgru import _gru
+from cgru._reference import GRUGrads
+
+__all__ = ["gru_forward", "gru_backward", "GRUGrads", "GRUCache"]
+
+_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+# scipy.linalg.cython_blas is 32-bit indexed: every GEMM size and leading dimension must fit.
+_BLAS_INT_MAX = 2**31 - 1
+# What the kernels take for "no lengths": an empty index array.
+_NO_LENGTHS = np.empty(0, dtype=np.intp)
+_NO_LENGTHS.flags.writeable = False
+
+
+class GRUCache:
+    """What ``gru_forward(training=True)`` keeps for ``gru_backward``; treat it as opaque.
+
+    It holds references to ``x`` and the weights as they were passed (or their contiguous
+    copies): modifying those arrays in place between forward and backward changes the
+    gradients. ``nbytes`` is the memory the cache itself owns.
+    """
+
+    __slots__ = ("x", "w_ih", "w_hh", "gates", "hidden_n", "hs", "lengths", "reset_after",
+                 "h0_given")
+
+    def __init__(self, x, w_ih, w_hh, gates, hidden_n, hs, lengths, reset_after, h0_given):
+        self.x, self.w_ih, self.w_hh = x, w_ih, w_hh
+        self.gates, self.hidden_n, self.hs = gates, hidden_n, hs
+        self.lengths, self.reset_after, self.h0_given = lengths, reset_after, h0_given
+
+    @property
+    def dtype(self):
+        return self.x.dtype
+
+    @property
+    def shape(self):
+        """(T, B, I, H)."""
+        return self.x.shape + (self.w_hh.shape[1],)
+
+    @property
+    def nbytes(self):
+        return self.gates.nbytes + self.hidden_n.nbytes + self.hs.nbytes
+
+    def __repr__(self):
+        T, B, I, H = self.shape
+        return (f"GRUCache(T={T}, B={B}, I={I}, H={H}, dtype={self.dtype}, "
+                f"reset_after={self.reset_after}, nbytes={self.nbytes})")
+
+
+def _as_float_array(value, name):
+    """``value`` as an ndarray of float32 or float64, else TypeError naming ``name``."""
+    if value is None:
+        raise TypeError(f"`{name}` must be a float32 or float64 array, got None")
+    array = value if isinstance(value, np.ndarray) else np.asarray(value)
+    if array.dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"`{name}` must be a float32 or float64 array, got dtype {array.dtype} "
+                        f"(shape {array.shape}); cast it with .astype(np.float32)")
+    return array
+
+
+def _check_shape(array, name, expected, meaning):
+    if array.shape != expected:
+        raise ValueError(f"`{name}` must have shape {meaning} = {expected}, "
+                         f"got {array.shape}")
+
+
+def _check_same_dtype(arrays, names, reference_name, dtype):
+    for array, name in zip(arrays, names):
+        if array is not None and array.dtype != dtype:
+            raise TypeError(f"`{name}` has dtype {array.dtype} but `{reference_name}` has "
+                            f"dtype {dtype}: one call uses one float dtype")
+
+
+def _check_lengths(lengths, T, B):
+    """``lengths`` as a contiguous intp array of shape (B,) with values in 0..T."""
+    if lengths is None:
+        return None
+    array = np.asarray(lengths)
+    if array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.integer):
+        raise TypeError(f"`lengths` must be integers, got dtype {array.dtype}")
+    if array.shape != (B,):
+        raise ValueError(f"`lengths` must have shape (B,) = ({B},), got {array.shape}")
+    if B and (array.min() < 0 or array.max() > T):
+        raise ValueError(f"`lengths` must lie in 0..T = 0..{T}, got values from "
+                         f"{array.min()} to {array.max()}")
+    return np.ascontiguousarray(array, dtype=np.intp)
+
+
+def _check_blas_sizes(T, B, I, H):
+    for name, size in (("T * B", T * B), ("3 * H", 3 * H), ("I", I)):
+        if size > _BLAS_INT_MAX:
+            raise ValueError(f"{name} = {size} is larger than the 32-bit BLAS limit "
+                             f"{_BLAS_INT_MAX} (x has shape ({T}, {B}, {I}), H = {H}); "
+                             f"split the batch or the sequence")
+
+
+def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, *, reset_after=True, lengths=None,
+                training=True):
+    """Runs a GRU over a time-major sequence.
+
+    x (T, B, I); h0 (B, H) or None for zeros; w_ih (3H, I), w_hh (3H, H), b_ih (3H,),
+    b_hh (3H,) in PyTorch's layout and gate order (r, z, n); lengths None or integers (B,) in
+    0..T (steps past a sequence's length keep its h and give zero y). All float arrays share
+    one dtype, float32 or float64.
+
+    Returns y (T, B, H), h_n (B, H) and a cache for ``gru_backward`` (None unless training).
+    """
+    x = _as_float_array(x, "x")
+    if x.ndim != 3:
+        raise ValueError(f"`x` must have rank 3, (T, B, I) time-major, got shape {x.shape}")
+    T, B, I = x.shape
+    w_hh = _as_float_array(w_hh, "w_hh")
+    if w_hh.ndim != 2 or w_hh.shape[0] != 3 * w_hh.shape[1] or w_hh.shape[1] == 0:
+        raise ValueError(f"`w_hh` must have shape (3H, H) with H >= 1, got {w_hh.shape}")
+    H = w_hh.shape[1]
+    w_ih = _as_float_array(w_ih, "w_ih")
+    _check_shape(w_ih, "w_ih", (3 * H, I), "(3H, I)")
+    if I == 0:
+        raise ValueError(f"`x` must have at least one feature, got shape {x.shape}")
+    b_ih = _as_float_array(b_ih, "b_ih")
+    _check_shape(b_ih, "b_ih", (3 * H,), "(3H,)")
+    b_hh = _as_float_array(b_hh, "b_hh")
+    _check_shape(b_hh, "b_hh", (3 * H,), "(3H,)")
+    if h0 is not None:
+        h0 = _as_float_array(h0, "h0")
+        _check_shape(h0, "h0", (B, H), "(B, H)")
+    _check_same_dtype((h0, w_ih, w_hh, b_ih, b_hh), ("h0", "w_ih", "w_hh", "b_ih", "b_hh"),
+                      "x", x.dtype)
+    lengths = _check_lengths(lengths, T, B)
+    _check_blas_sizes(T, B, I, H)
+    dtype = x.dtype
+
+    y = np.zeros((T, B, H), dtype)
+    slots_h, slots_n = (T + 1, T) if training else (2, 1)
+    hs = np.empty((slots_h, B, H), dtype)
+    if h0 is None:
+        hs[0] = 0
+    else:
+        hs[0] = h0
+    if T > 0 and B > 0:
+        x = np.ascontiguousarray(x)
+        w_ih = np.ascontiguousarray(w_ih)
+        w_hh = np.ascontiguousarray(w_hh)
+        gates = np.empty((T, B, 3 * H), dtype)
+        hidden_n = np.empty((slots_n, B, H), dtype)
+        gates_h = np.empty((B, 3 * H), dtype)
+        _gru.forward(x, np.ascontiguousarray(w_ih.T), np.ascontiguousarray(w_hh.T),
+                     np.ascontiguousarray(b_ih), np.ascontiguousarray(b_hh),
+                     _NO_LENGTHS if lengths is None else lengths, bool(reset_after),
+                     gates, hidden_n, hs, gates_h, y)
+    else:
+        gates = np.empty((T, B, 3 * H), dtype)
+        hidden_n = np.empty((slots_n, B, H), dtype)
+    h_n = hs[T % slots_h].copy()
+    cache = None
+    if training:
+        cache = GRUCache(x, w_ih, w_hh, gates, hidden_n, hs, lengths, bool(reset_after),
+                         h0 is not None)
+    return y, h_n, cache
+
+
+def gru_backward(dy, dh_n, cache):
+    """Gradients of a scalar loss through ``gru_forward``.
+
+    dy (T, B, H) or None and dh_n (B, H) or None are the loss's gradients with respect to y
+    and h_n (None means zeros); cache is the third result of ``gru_forward(training=True)``.
+    Returns ``GRUGrads(dx, dh0, dw_ih, dw_hh, db_ih, db_hh)`` in the shapes of the forward
+    inputs (dh0 also when h0 was None). The cache is not changed: calling again gives the
+    same result.
+    """
+    if cache is None:
+        raise ValueError("`cache` is None: call gru_forward(..., training=True) to get a cache "
+                         "for gru_backward")
+    if not isinstance(cache, GRUCache):
+        raise TypeError(f"`cache` must be the cache returned by gru_forward, got "
+                        f"{type(cache).__name__}")
+    T, B, I, H = cache.shape
+    dtype = cache.dtype
+    if dy is not None:
+        dy = _as_float_array(dy, "dy")
+        _check_shape(dy, "dy", (T, B, H), "(T, B, H)")
+    if dh_n is not None:
+        dh_n = _as_float_array(dh_n, "dh_n")
+        _check_shape(dh_n, "dh_n", (B, H), "(B, H)")
+    for array, name in ((dy, "dy"), (dh_n, "dh_n")):
+        if array is not None and array.dtype != dtype:
+            raise TypeError(f"`{name}` has dtype {array.dtype} but the forward pass ran in "
+                            f"{dtype}: one call uses one float dtype")
+
+    dx = np.zeros((T, B, I), dtype)
+    dw_ih = np.zeros((3 * H, I), dtype)
+    dw_hh = np.zeros((3 * H, H), dtype)
+    db_ih = np.zeros(3 * H, dtype)
+    db_hh = np.zeros(3 * H, dtype)
+    dh = np.empty((2, B, H), dtype)
+    if dh_n is None:
+        dh[0] = 0
+    else:
+        dh[0] = dh_n
+    if T == 0 or B == 0:
+        return GRUGrads(dx, dh[0].copy(), dw_ih, dw_hh, db_ih, db_hh)
+
+    dy = np.empty((0, B, H), dtype) if dy is None else np.ascontiguousarray(dy)
+    d_gates = np.empty((T, B, 3 * H), dtype)
+    d_aux = np.empty((T if cache.reset_after else 1, B, H), dtype)
+    _gru.backward(dy, cache.x, cache.w_ih, cache.w_hh, cache.gates, cache.hidden_n, cache.hs,
+                  _NO_LENGTHS if cache.lengths is None else cache.lengths, cache.reset_after,
+                  dh, d_gates, d_aux, dx, dw_ih, dw_hh, db_ih, db_hh)
+    return GRUGrads(dx, dh[T % 2].copy(), dw_ih, dw_hh, db_ih, db_hh)
