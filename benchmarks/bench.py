@@ -241,6 +241,7 @@ class CgruSystem:
     def _fit_runner(self):
         model = self._model()
         x, y, _ = fit_data()
+        self.variant = "fit, jit_compile=auto"
         return lambda: model.fit(x, y, epochs=FIT["epochs"], batch_size=FIT["batch_size"],
                                  verbose=0)
 
@@ -418,11 +419,34 @@ class KerasSystem:
         if not keras.__version__.startswith("3"):
             raise Unavailable(f"keras {keras.__version__} is not Keras 3")
         self.tf, self.keras = tf, keras
-        self.xla = os.environ.get("CGRU_BENCH_KERAS_XLA", "0") == "1"
+        self.xla = os.environ.get("CGRU_BENCH_KERAS_XLA", "auto")   # auto, on, off
+        self.variant = None
 
     def versions(self):
         return {"keras": self.keras.__version__, "tensorflow": self.tf.__version__,
                 "keras_xla": self.xla}
+
+    def _pick(self, make):
+        """make(jit) -> callable. With --keras-xla auto, keep the faster of plain and XLA."""
+        choices = {"on": [True], "off": [False]}.get(self.xla, [False, True])
+        best = None
+        for jit in choices:
+            fn = make(jit)
+            for _ in range(2):
+                fn()                               # trace, compile, warm
+            if len(choices) == 1:
+                best = (0.0, jit, fn)
+                break
+            took = []
+            for _ in range(3):
+                t0 = time.perf_counter()
+                fn()
+                took.append(time.perf_counter() - t0)
+            t = statistics.median(took)
+            if best is None or t < best[0]:
+                best = (t, jit, fn)
+        self.variant = "xla" if best[1] else "graph"
+        return best[2]
 
     def _layer(self, d):
         T, B, I = d["x"].shape
@@ -432,15 +456,15 @@ class KerasSystem:
         layer.set_weights(torch_to_keras(d["w_ih"], d["w_hh"], d["b_ih"], d["b_hh"]))
         return layer
 
-    def _functions(self, layer):
+    def _functions(self, layer, jit=False):
         tf = self.tf
 
-        @tf.function(jit_compile=self.xla)
+        @tf.function(jit_compile=jit)
         def infer(x, h0):
             y, h = layer(x, initial_state=h0, training=False)
             return y, h
 
-        @tf.function(jit_compile=self.xla)
+        @tf.function(jit_compile=jit)
         def train(x, h0, gy, gh):
             with tf.GradientTape() as tape:
                 tape.watch(x)
@@ -460,20 +484,24 @@ class KerasSystem:
             return self._fit_runner()
         d = case_data(case)
         layer = self._layer(d)
-        infer, train = self._functions(layer)
         x, h0, gy, gh = self._inputs(d)
         if case == "stream":
             xs = [x[:, t:t + 1] for t in range(x.shape[1])]
 
-            def stream():
-                h = h0
-                for xt in xs:
-                    _, h = infer(xt, h)
-                return h
-            return stream
+            def make(jit):
+                infer = self._functions(layer, jit)[0]
+
+                def stream():
+                    h = h0
+                    for xt in xs:
+                        _, h = infer(xt, h)
+                    return h
+                return stream
+            return self._pick(make)
         if mode == "infer":
-            return lambda: infer(x, h0)
-        return lambda: train(x, h0, gy, gh)
+            return self._pick(lambda jit: (lambda f=self._functions(layer, jit)[0]: f(x, h0)))
+        return self._pick(lambda jit: (lambda f=self._functions(layer, jit)[1]:
+                                       f(x, h0, gy, gh)))
 
     def check(self, case):
         d = case_data(case)
@@ -503,6 +531,7 @@ class KerasSystem:
     def _fit_runner(self):
         model = self._model()
         x, y, _ = fit_data()
+        self.variant = "fit, jit_compile=auto"
         return lambda: model.fit(x, y, epochs=FIT["epochs"], batch_size=FIT["batch_size"],
                                  verbose=0)
 
@@ -557,6 +586,8 @@ def worker_main(system, threads):
     proto = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)                  # stray prints of the libraries go to the log, not the pipe
     sys.path.insert(0, ROOT)
+    if system == "cgru" and os.environ.get("CGRU_BENCH_PATH"):
+        sys.path.insert(0, os.environ["CGRU_BENCH_PATH"])
 
     def send(**msg):
         proto.write(json.dumps(msg) + "\n")
@@ -603,7 +634,8 @@ def worker_main(system, threads):
                         break
                 typical = statistics.median(took[1:] or took)
                 n_inner = max(1, min(100000, round(req["target"] / max(typical, 1e-9))))
-                send(ok=True, n=n_inner, first=took[0], typical=typical)
+                send(ok=True, n=n_inner, first=took[0], typical=typical,
+                     variant=getattr(sysobj, "variant", None))
             elif cmd == "time":
                 t0 = time.perf_counter()
                 for _ in range(n_inner):
@@ -810,8 +842,12 @@ def main(argv=None):
     p.add_argument("--pause", type=float, default=0.15,
                    help="seconds between two timed repetitions (default 0.15)")
     p.add_argument("--no-check", action="store_true", help="skip the numerical check")
-    p.add_argument("--keras-xla", action="store_true",
-                   help="compile the Keras infer/train functions with XLA (jit_compile=True)")
+    p.add_argument("--keras-xla", choices=("auto", "on", "off"), default="auto",
+                   help="compile Keras's infer/train functions with XLA (jit_compile=True): "
+                        "on, off, or auto (default): per case, the faster of the two")
+    p.add_argument("--cgru-path", default=None,
+                   help="import cgru from this directory (default: this checkout, built in "
+                        "place, else the installed one)")
     p.add_argument("--json", default=None, help="also write the results to this path")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -834,8 +870,9 @@ def main(argv=None):
     reps = args.reps or (3 if args.quick else 7)
     target = args.target or (0.1 if args.quick else 0.25)
     warm = 0.15 if args.quick else 0.5
-    if args.keras_xla:
-        os.environ["CGRU_BENCH_KERAS_XLA"] = "1"
+    os.environ["CGRU_BENCH_KERAS_XLA"] = args.keras_xla
+    if args.cgru_path:
+        os.environ["CGRU_BENCH_PATH"] = os.path.abspath(args.cgru_path)
 
     jobs = []   # (mode, case)
     for m in modes:
@@ -862,8 +899,7 @@ def main(argv=None):
         w = Worker(s, args.threads, log_path)
         workers[s] = w
         if w.ok:
-            v = ", ".join(f"{k} {val}" for k, val in w.hello["versions"].items()
-                          if k != "cgru_path")
+            v = ", ".join(f"{k} {val}" for k, val in w.hello["versions"].items())
             log(f"  {s}: ready ({v})")
         else:
             log(f"  {s}: skipped ({w.reason})")
@@ -893,6 +929,8 @@ def main(argv=None):
             if r["ok"]:
                 live[s] = w
                 entry["systems"][s] = dict(n=r["n"], times=[])
+                if r.get("variant"):
+                    entry["systems"][s]["variant"] = r["variant"]
             else:
                 entry["systems"][s] = dict(skipped=r["reason"])
                 if r.get("error"):
@@ -971,8 +1009,9 @@ def markdown(results, systems, info, reps):
         row = [e["mode"], e["case"]]
         for s in shown:
             d = e["systems"].get(s, {})
-            row.append(f"{fmt_time(d['median'])} ({fmt_time(d['min'])})" if "median" in d
-                       else "-")
+            mark = "*" if d.get("variant") == "xla" else ""
+            row.append(f"{fmt_time(d['median'])} ({fmt_time(d['min'])}){mark}"
+                       if "median" in d else "-")
         if "cgru x floor" in ratios:
             row.append(fmt_ratio(ratio(med.get("cgru"), med.get("floor"))))
         if "floor" in shown:
@@ -993,6 +1032,9 @@ def markdown(results, systems, info, reps):
                 row.append(f"{d['peak_kib'] / 1024:.1f} ({d['peak_kib_per_sample']:.0f})"
                            if "peak_kib" in d else "-")
             lines.append("| " + " | ".join(row) + " |")
+    if any(d.get("variant") == "xla" for e in results for d in e["systems"].values()):
+        lines += ["", "*: Keras function compiled with XLA (jit_compile=True), the faster "
+                  "variant on that case; model.fit uses Keras's default (jit_compile='auto')."]
     skipped = sorted({f"{s}: {d['skipped']}" for e in results
                       for s, d in e["systems"].items() if "skipped" in d})
     if skipped:
