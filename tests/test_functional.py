@@ -2,6 +2,7 @@
 import threading
 
 import numpy as np
+from scipy.special import expit
 import pytest
 
 import cgru
@@ -216,3 +217,21 @@ def test_extreme_preactivations_stay_finite(rng):
     bound = max(1.0, float(np.abs(args[1]).max()))
     assert np.all(np.isfinite(y)) and np.all(np.abs(y) <= bound * (1 + 1e-6))
     assert all(np.all(np.isfinite(g)) for g in grads)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cell_math_accuracy(dtype):
+    """The cell's exp, sigmoid and tanh against float64 NumPy over the whole useful range."""
+    v = np.concatenate([np.linspace(-100, 100, 200001), [0.0, -0.0, 1e-30, -1e-30, 1e4, -1e4]])
+    v = v.astype(dtype)
+    exp_v, sigmoid_v, tanh_v = _gru.cell_math_for_tests(v)
+    v64 = v.astype(np.float64)
+    eps = np.finfo(dtype).eps
+    inside = (v64 > -87) & (v64 < 88)
+    rel = np.abs(exp_v[inside] / np.exp(v64[inside]) - 1)
+    assert rel.max() <= 2 * eps, rel.max()
+    if dtype == np.float32:   # the clamped float32 exp stays finite and positive at both ends
+        assert np.all(np.isfinite(exp_v)) and np.all(exp_v > 0)
+    np.testing.assert_allclose(sigmoid_v, expit(v64), rtol=4 * eps, atol=eps / 8)
+    np.testing.assert_allclose(tanh_v, np.tanh(v64), rtol=0, atol=2 * eps)
+    assert sigmoid_v.min() >= 0 and sigmoid_v.max() <= 1 and np.abs(tanh_v).max() <= 1

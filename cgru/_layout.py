@@ -1,0 +1,65 @@
+"""Weight layout conversions between Keras 3 and PyTorch GRUs.
+
+Keras 3 (the layer API)            PyTorch (the functional kernels)
+  gate order z, r, h                 gate order r, z, n
+  kernel           (I, 3H)           w_ih (3H, I)
+  recurrent_kernel (H, 3H)           w_hh (3H, H)
+  bias (2, 3H) if reset_after        b_ih = bias[0], b_hh = bias[1]
+  bias (3H,)   otherwise             b_ih = bias,    b_hh = 0
+
+Swapping the first two gate blocks maps one gate order onto the other in both
+directions (z, r, h <-> r, z, n), so one permutation serves both ways.
+
+With reset_after=False the recurrent bias sits outside the reset gate
+(n = tanh(W_in x + b_in + W_hn (r * h) + b_hn)), so b_hn adds to b_in exactly and
+``torch_to_keras`` folds b_hh into the single Keras bias.
+"""
+import numpy as np
+
+
+def _swap_index(H):
+    """Column order that turns z, r, h blocks into r, z, n blocks (and back)."""
+    return np.concatenate([np.arange(H, 2 * H), np.arange(0, H), np.arange(2 * H, 3 * H)])
+
+
+def keras_to_torch(kernel, recurrent_kernel, bias, reset_after=True):
+    """Keras (kernel, recurrent_kernel, bias) -> PyTorch (w_ih, w_hh, b_ih, b_hh)."""
+    H = recurrent_kernel.shape[0]
+    idx = _swap_index(H)
+    # w_ih = kernel[:, swap].T ; take along axis 1 then transpose into a C-contiguous copy
+    w_ih = np.ascontiguousarray(kernel.T[idx])
+    w_hh = np.ascontiguousarray(recurrent_kernel.T[idx])
+    if reset_after:
+        b_ih = bias[0][idx]
+        b_hh = bias[1][idx]
+    else:
+        b_ih = bias[idx]
+        b_hh = np.zeros(3 * H, dtype=bias.dtype)
+    return w_ih, w_hh, b_ih, b_hh
+
+
+def torch_to_keras(w_ih, w_hh, b_ih, b_hh, reset_after=True):
+    """PyTorch (w_ih, w_hh, b_ih, b_hh) -> Keras [kernel, recurrent_kernel, bias]."""
+    H = w_hh.shape[1]
+    idx = _swap_index(H)
+    kernel = np.ascontiguousarray(w_ih[idx].T)
+    recurrent_kernel = np.ascontiguousarray(w_hh[idx].T)
+    if reset_after:
+        bias = np.stack([b_ih[idx], b_hh[idx]])
+    else:
+        bias = (b_ih + b_hh)[idx]
+    return [kernel, recurrent_kernel, bias]
+
+
+def torch_grads_to_keras(dw_ih, dw_hh, db_ih, db_hh, reset_after=True):
+    """Gradients in PyTorch layout -> gradients of the Keras weights.
+
+    With reset_after=False the kernels' b_hh is a constant zero (Keras has no such
+    weight), so its gradient is dropped rather than folded.
+    """
+    H = dw_hh.shape[1]
+    idx = _swap_index(H)
+    dkernel = np.ascontiguousarray(dw_ih[idx].T)
+    drecurrent = np.ascontiguousarray(dw_hh[idx].T)
+    dbias = np.stack([db_ih[idx], db_hh[idx]]) if reset_after else db_ih[idx]
+    return [dkernel, drecurrent, dbias]

@@ -1,0 +1,437 @@
+"""Sequential: a stack of layers with Keras' compile / fit / evaluate / predict.
+
+One training step (``_train_step``) is: forward through the layers keeping each
+layer's backward context, the loss on the batch, the loss gradient (taken at the
+logits when the output layer's activation pairs with the loss), backward through the
+layers in reverse, one optimizer step over all weights.
+"""
+import math
+import sys
+import warnings
+
+import numpy as np
+
+from . import losses as losses_mod
+from . import metrics as metrics_mod
+from . import optimizers as optimizers_mod
+from ._progress import Progbar
+from .callbacks import Callback, CallbackList, History
+from .layers import GRU, Bidirectional, Dense, Layer, _auto_name, _fresh_seed
+
+
+def _shape_str(shape):
+    return "(" + ", ".join("None" if d is None else str(d) for d in shape) + \
+        ("," if len(shape) == 1 else "") + ")"
+
+
+class Sequential:
+    def __init__(self, layers=None, name=None, seed=None):
+        self.name = name or _auto_name("Sequential")
+        self.seed = seed
+        self._shuffle_rng = np.random.default_rng(seed if seed is not None else _fresh_seed())
+        self.layers = []
+        self.optimizer = None
+        self.loss = None
+        self._metric_names = []
+        self.compiled = False
+        self.stop_training = False
+        self.history = None
+        for layer in layers or []:
+            self.add(layer)
+
+    # -- structure -------------------------------------------------------------------------
+    def add(self, layer):
+        if not isinstance(layer, Layer):
+            raise TypeError(f"Sequential.add() expects a cgru layer; received {layer!r}.")
+        if (isinstance(layer, GRU) and layer.return_state) or (
+                isinstance(layer, Bidirectional) and (layer.return_state
+                                                      or layer.merge_mode is None)):
+            raise ValueError(f"Layer '{layer.name}' returns several outputs "
+                             "(return_state=True or merge_mode=None); Sequential layers "
+                             "must have exactly one output.")
+        if self.layers and self.layers[-1].built:
+            shape = self._output_shape_after(len(self.layers))
+            self._check_fits(layer, shape)
+            if not layer.built:
+                layer.build(shape)
+            elif tuple(layer.built_input_shape) != tuple(shape):
+                raise ValueError(f"Layer '{layer.name}' was built for inputs of shape "
+                                 f"{_shape_str((None,) + tuple(layer.built_input_shape))} "
+                                 f"but the model gives it {_shape_str((None,) + shape)}.")
+        self.layers.append(layer)
+
+    def _output_shape_after(self, n):
+        shape = tuple(self.layers[0].built_input_shape)
+        for layer in self.layers[:n]:
+            shape = tuple(layer.compute_output_shape(shape))
+        return shape
+
+    @staticmethod
+    def _check_fits(layer, shape):
+        if isinstance(layer, (GRU, Bidirectional)) and len(shape) != 2:
+            raise ValueError(
+                f"Layer '{layer.name}' expects 3-D input (batch, timesteps, features) but "
+                f"the previous layer outputs shape {_shape_str((None,) + tuple(shape))}; "
+                "set return_sequences=True on the previous recurrent layer.")
+
+    @property
+    def built(self):
+        return bool(self.layers) and all(layer.built for layer in self.layers)
+
+    def build(self, input_shape):
+        """Build every layer for inputs of ``input_shape`` (without the batch axis)."""
+        shape = tuple(input_shape)
+        for layer in self.layers:
+            self._check_fits(layer, shape)
+            if not layer.built:
+                layer.build(shape)
+            shape = tuple(layer.compute_output_shape(shape))
+
+    @property
+    def input_shape(self):
+        if not self.layers or not self.layers[0].built:
+            return None
+        return (None,) + tuple(self.layers[0].built_input_shape)
+
+    @property
+    def output_shape(self):
+        if not self.built:
+            return None
+        return (None,) + self._output_shape_after(len(self.layers))
+
+    @property
+    def weights(self):
+        return [p for layer in self.layers for p in layer.weights]
+
+    def get_weights(self):
+        return [w.copy() for w in self.weights]
+
+    def set_weights(self, weights):
+        weights = list(weights)
+        own = self.weights
+        if len(weights) != len(own):
+            raise ValueError(f"Model '{self.name}' has {len(own)} weight arrays; received "
+                             f"{len(weights)}.")
+        i = 0
+        for layer in self.layers:
+            n = len(layer.weights)
+            layer.set_weights(weights[i:i + n])
+            i += n
+
+    def count_params(self):
+        return sum(layer.count_params() for layer in self.layers)
+
+    # -- input checking --------------------------------------------------------------------
+    def _prepare_x(self, x, arg="x"):
+        if x is None:
+            raise ValueError(f"`{arg}` is required.")
+        x = np.asarray(x)
+        if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
+            raise TypeError(f"`{arg}` must be a numeric array; received dtype {x.dtype}.")
+        if not self.layers:
+            raise ValueError("The model has no layers; add layers before using it.")
+        first = self.layers[0]
+        if first.input_shape is not None:
+            expected = (None,) + tuple(first.input_shape)
+            ok = x.ndim == len(expected) and all(
+                e is None or e == d for e, d in zip(expected[1:], x.shape[1:]))
+            if not ok:
+                raise ValueError(f"`{arg}` must have shape {_shape_str(expected)} to match the "
+                                 f"model input; received an array of shape {x.shape}.")
+        try:
+            first.check_input_shape(x.shape)
+        except ValueError as e:
+            raise ValueError(f"`{arg}` does not fit the model: {e}") from None
+        if not self.built:
+            self.build(x.shape[1:])
+        return x.astype(first.dtype, copy=False)
+
+    def _output_shape_for(self, input_shape):
+        shape = tuple(input_shape)
+        for layer in self.layers:
+            shape = tuple(layer.compute_output_shape(shape))
+        return shape
+
+    def _prepare_y(self, y, x_shape, arg="y"):
+        n = x_shape[0]
+        if y is None:
+            raise ValueError(f"`{arg}` is required for training and evaluation.")
+        y = np.asarray(y)
+        if not (np.issubdtype(y.dtype, np.number) or y.dtype == np.bool_):
+            raise TypeError(f"`{arg}` must be a numeric array; received dtype {y.dtype}.")
+        if y.ndim == 0 or y.shape[0] != n:
+            raise ValueError(f"`{arg}` must have one label per sample: x has {n} samples "
+                             f"but {arg} has shape {y.shape}.")
+        out_shape = (n,) + self._output_shape_for(x_shape[1:])
+        self.loss.check_shapes(y.shape, out_shape)
+        if self.loss.sparse:
+            if np.issubdtype(y.dtype, np.floating) and not np.all(np.mod(y, 1) == 0):
+                raise ValueError(f"`{arg}` for '{self.loss.name}' must hold integer class "
+                                 "ids; received non-integer values.")
+            n_classes = out_shape[-1]
+            if y.size and (y.min() < 0 or y.max() >= n_classes):
+                raise ValueError(f"`{arg}` class ids must be in [0, {n_classes}); received "
+                                 f"values in [{y.min()}, {y.max()}].")
+            return y.astype(np.int64, copy=False)
+        return y.astype(self.layers[-1].dtype, copy=False)
+
+    # -- compile ---------------------------------------------------------------------------
+    def compile(self, optimizer="rmsprop", loss=None, metrics=None):
+        self.optimizer = optimizers_mod.get(optimizer)
+        self.loss = None if loss is None else losses_mod.get(loss)
+        if metrics is None:
+            metrics = []
+        elif isinstance(metrics, str):
+            metrics = [metrics]
+        for m in metrics:
+            if not isinstance(m, str):
+                raise TypeError(f"Metrics are given by name; received {m!r}.")
+            metrics_mod.get(m, (1, 1), (1, 1))  # unknown names fail now, not in fit
+        self._metric_names = list(metrics)
+        self.compiled = True
+
+    def _require_compiled(self, what):
+        if not self.compiled or self.loss is None:
+            raise RuntimeError(f"You must call `compile()` with a loss before `{what}()`.")
+
+    def _make_metrics(self, y_shape):
+        return [metrics_mod.get(m, y_shape, self.output_shape) for m in self._metric_names]
+
+    # -- forward / backward ----------------------------------------------------------------
+    def _forward(self, x, training=False, need_grad=False):
+        ctxs = []
+        for layer in self.layers:
+            x, ctx = layer.forward(x, training=training, need_grad=need_grad)
+            ctxs.append(ctx)
+        return x, ctxs
+
+    def _backward(self, y, y_pred, ctxs):
+        last = self.layers[-1]
+        from_logits = (isinstance(last, Dense) and last.activation is not None
+                       and last.activation == self.loss.logits_activation)
+        d = self.loss.logits_gradient(y, y_pred) if from_logits else self.loss.gradient(y, y_pred)
+        grads = []
+        for i in range(len(self.layers) - 1, -1, -1):
+            layer = self.layers[i]
+            if i == len(self.layers) - 1 and isinstance(layer, Dense):
+                d, g = layer.backward(d, ctxs[i], from_logits=from_logits)
+            else:
+                d, g = layer.backward(d, ctxs[i])
+            grads[:0] = g
+        return grads
+
+    def _train_step(self, x, y):
+        """One step on a batch; returns (loss, y_pred). No update when the loss is not finite."""
+        y_pred, ctxs = self._forward(x, training=True, need_grad=True)
+        loss = self.loss(y, y_pred)
+        if not math.isfinite(loss):
+            return loss, y_pred
+        grads = self._backward(y, y_pred, ctxs)
+        self.optimizer.apply(self.weights, grads)
+        return loss, y_pred
+
+    def __call__(self, x, training=False):
+        x = self._prepare_x(x)
+        return self._forward(x, training=training)[0]
+
+    # -- fit -------------------------------------------------------------------------------
+    def fit(self, x=None, y=None, batch_size=32, epochs=1, verbose=1, callbacks=None,
+            validation_split=0.0, validation_data=None, shuffle=True, initial_epoch=0):
+        self._require_compiled("fit")
+        batch_size = 32 if batch_size is None else batch_size
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
+                or batch_size <= 0:
+            raise ValueError(f"Received an invalid value for `batch_size`, expected a "
+                             f"positive integer. Received: batch_size={batch_size!r}")
+        if not isinstance(epochs, (int, np.integer)) or epochs < 0:
+            raise ValueError(f"Received an invalid value for `epochs`, expected a "
+                             f"non-negative integer. Received: epochs={epochs!r}")
+        if not (isinstance(validation_split, (int, float)) and 0 <= validation_split < 1):
+            raise ValueError("Received an invalid value for `validation_split`, expected a "
+                             f"float in [0, 1). Received: validation_split={validation_split!r}")
+        if verbose not in (0, 1, 2, "auto"):
+            raise ValueError(f"`verbose` must be 0, 1, 2 or 'auto'; received {verbose!r}.")
+        verbose = 1 if verbose == "auto" else verbose
+        x = self._prepare_x(x)
+        y = self._prepare_y(y, x.shape)
+        if validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise ValueError("`validation_data` must be a tuple (x_val, y_val).")
+            x_val = self._prepare_x(validation_data[0], "validation_data[0]")
+            y_val = self._prepare_y(validation_data[1], x_val.shape, "validation_data[1]")
+        elif validation_split:
+            # Keras: the last fraction of the data, taken before any shuffling
+            split_at = int(math.floor(x.shape[0] * (1.0 - validation_split)))
+            if split_at == 0 or split_at == x.shape[0]:
+                raise ValueError(f"`validation_split={validation_split}` leaves no training "
+                                 f"or no validation samples out of {x.shape[0]}.")
+            x, x_val = x[:split_at], x[split_at:]
+            y, y_val = y[:split_at], y[split_at:]
+        else:
+            x_val = y_val = None
+        n = x.shape[0]
+        if n == 0:
+            raise ValueError("`x` holds no samples; fit() needs at least one.")
+        steps = math.ceil(n / batch_size)
+        metrics = self._make_metrics(y.shape)
+
+        self.history = History()
+        user_callbacks = list(callbacks or [])
+        for cb in user_callbacks:
+            if not isinstance(cb, Callback):
+                raise TypeError(f"`callbacks` must hold Callback instances; received {cb!r}.")
+        cbs = CallbackList(user_callbacks + [self.history], self,
+                           {"epochs": epochs, "steps": steps, "verbose": verbose})
+        self.stop_training = False
+        cbs.on_train_begin()
+        for epoch in range(initial_epoch, epochs):
+            cbs.on_epoch_begin(epoch)
+            if verbose == 1:
+                print(f"Epoch {epoch + 1}/{epochs}", flush=True)
+            bar = Progbar(steps, verbose=verbose)
+            order = self._shuffle_rng.permutation(n) if shuffle else np.arange(n)
+            loss_sum, seen = 0.0, 0
+            for m in metrics:
+                m.reset_state()
+            for step in range(steps):
+                idx = order[step * batch_size:(step + 1) * batch_size]
+                if shuffle:
+                    xb, yb = x[idx], y[idx]
+                else:
+                    xb, yb = x[idx[0]:idx[-1] + 1], y[idx[0]:idx[-1] + 1]
+                cbs.on_train_batch_begin(step)
+                loss, y_pred = self._train_step(xb, yb)
+                loss_sum += loss * len(idx)
+                seen += len(idx)
+                logs = {"loss": loss_sum / seen}
+                if not math.isfinite(loss):
+                    msg = (f"Batch {step}: Invalid loss {loss}, terminating training "
+                           "(the weights are those before this batch).")
+                    if verbose:
+                        print("\n" + msg, flush=True)
+                    warnings.warn(msg, RuntimeWarning, stacklevel=2)
+                    self.stop_training = True
+                    break
+                for m in metrics:
+                    m.update_state(yb, y_pred)
+                    logs[m.name] = m.result()
+                cbs.on_train_batch_end(step, logs)
+                if step + 1 < steps:
+                    bar.update(step + 1, list(logs.items()), finalize=False)
+            epoch_logs = dict(logs)
+            if x_val is not None and not self.stop_training:
+                val = self._evaluate_arrays(x_val, y_val, batch_size)
+                epoch_logs.update({f"val_{k}": v for k, v in val.items()})
+            if not self.stop_training or math.isfinite(epoch_logs["loss"]):
+                bar.update(steps, list(epoch_logs.items()), finalize=True)
+            cbs.on_epoch_end(epoch, epoch_logs)
+            if self.stop_training:
+                break
+        cbs.on_train_end()
+        return self.history
+
+    # -- evaluate / predict ----------------------------------------------------------------
+    def _evaluate_arrays(self, x, y, batch_size, verbose=0):
+        metrics = self._make_metrics(y.shape)
+        n = x.shape[0]
+        steps = max(1, math.ceil(n / batch_size))
+        bar = Progbar(steps, verbose=verbose)
+        loss_sum, seen = 0.0, 0
+        logs = {}
+        for step in range(steps):
+            xb = x[step * batch_size:(step + 1) * batch_size]
+            yb = y[step * batch_size:(step + 1) * batch_size]
+            if len(xb) == 0:
+                break
+            y_pred = self._forward(xb)[0]
+            loss_sum += self.loss(yb, y_pred) * len(xb)
+            seen += len(xb)
+            for m in metrics:
+                m.update_state(yb, y_pred)
+            logs = {"loss": loss_sum / seen, **{m.name: m.result() for m in metrics}}
+            bar.update(step + 1, list(logs.items()))
+        return logs
+
+    def evaluate(self, x=None, y=None, batch_size=32, verbose=0):
+        """The loss, or ``[loss, metric, ...]`` when metrics were compiled."""
+        self._require_compiled("evaluate")
+        x = self._prepare_x(x)
+        y = self._prepare_y(y, x.shape)
+        if x.shape[0] == 0:
+            raise ValueError("`x` holds no samples; evaluate() needs at least one.")
+        logs = self._evaluate_arrays(x, y, batch_size or 32, verbose=verbose)
+        if not self._metric_names:
+            return logs["loss"]
+        return [logs["loss"]] + [logs[m] for m in self._metric_names]
+
+    def predict(self, x, batch_size=32, verbose=0):
+        x = self._prepare_x(x)
+        batch_size = batch_size or 32
+        n = x.shape[0]
+        if n == 0:
+            return np.zeros((0,) + self.output_shape[1:], dtype=self.layers[-1].dtype)
+        steps = math.ceil(n / batch_size)
+        bar = Progbar(steps, verbose=verbose)
+        outs = []
+        for step in range(steps):
+            outs.append(self._forward(x[step * batch_size:(step + 1) * batch_size])[0])
+            bar.update(step + 1)
+        return np.concatenate(outs, axis=0)
+
+    # -- summary ---------------------------------------------------------------------------
+    def summary(self, line_length=65, print_fn=None):
+        print_fn = print_fn or print
+        cols = [int(line_length * f) for f in (0.45, 0.85, 1.0)]
+
+        def row(fields):
+            line = ""
+            for i, field in enumerate(fields):
+                start = 0 if i == 0 else cols[i - 1]
+                line = (line + " " * max(0, start - len(line)) + str(field))[:cols[i]]
+            return line
+
+        lines = [f'Model: "{self.name}"', "_" * line_length,
+                 row([" Layer (type)", "Output Shape", "Param #"]), "=" * line_length]
+        shape = self.layers[0].built_input_shape if self.built else None
+        for layer in self.layers:
+            if shape is not None:
+                shape = tuple(layer.compute_output_shape(shape))
+                out = _shape_str((None,) + shape)
+            else:
+                out = "?"
+            params = layer.count_params() if layer.built else "0 (unbuilt)"
+            lines.append(row([f" {layer.name} ({type(layer).__name__})", out, params]))
+        total = self.count_params()
+        size = total * (self.layers[0].dtype.itemsize if self.layers else 4)
+        kb = f"{size / 1024:.2f} KB" if size >= 1024 else f"{size:.2f} B"
+        lines += ["=" * line_length,
+                  f"Total params: {total:,} ({kb})",
+                  f"Trainable params: {total:,} ({kb})",
+                  "Non-trainable params: 0 (0.00 B)",
+                  "_" * line_length]
+        for line in lines:
+            print_fn(line)
+
+    # -- config and saving -----------------------------------------------------------------
+    def get_config(self):
+        return {"name": self.name, "seed": self.seed,
+                "build_input_shape": None if self.input_shape is None
+                else list(self.input_shape[1:]),
+                "layers": [{"class_name": type(layer).__name__, "config": layer.get_config()}
+                           for layer in self.layers]}
+
+    def save(self, filepath):
+        """Write architecture, weights, compile settings and optimizer state to one file."""
+        from .saving import save_model
+        save_model(self, filepath)
+
+    def save_weights(self, filepath):
+        from .saving import save_weights
+        save_weights(self, filepath)
+
+    def load_weights(self, filepath):
+        from .saving import load_weights
+        load_weights(self, filepath)
+
+    def __repr__(self):
+        return f"<Sequential name={self.name!r} layers={len(self.layers)}>"
