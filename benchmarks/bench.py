@@ -909,8 +909,6 @@ def main(argv=None):
             log(f"  {s}: ready ({v})")
         else:
             log(f"  {s}: skipped ({w.reason})")
-    pools = next((w.hello.get("threadpools") for w in workers.values()
-                  if w.ok and w.hello.get("threadpools")), [])
 
     verdict = {}
     if not args.no_check:
@@ -978,7 +976,8 @@ def main(argv=None):
     doc = dict(machine=info, threads=args.threads, reps=reps, target_seconds=target,
                pause_seconds=args.pause, keras_xla=args.keras_xla, date=stamp,
                versions={s: w.hello.get("versions") for s, w in workers.items() if w.ok},
-               threadpools=pools, results=results,
+               threadpools={s: w.hello.get("threadpools") for s, w in workers.items() if w.ok},
+               results=results,
                check={f"{s}/{c}": ok for (s, c), ok in verdict.items()},
                seconds=time.perf_counter() - t_all,
                memory_measure="growth of peak RSS (VmHWM after /proc/self/clear_refs) during "
@@ -1040,7 +1039,9 @@ def markdown(results, systems, info, reps):
             lines.append("| " + " | ".join(row) + " |")
     if any(d.get("variant") == "xla" for e in results for d in e["systems"].values()):
         lines += ["", "*: Keras function compiled with XLA (jit_compile=True), the faster "
-                  "variant on that case; model.fit uses Keras's default (jit_compile='auto')."]
+                  "variant on that case; model.fit uses Keras's default (jit_compile='auto'). "
+                  "XLA reuses its own buffers from call to call, which the memory figure "
+                  "cannot see."]
     skipped = sorted({f"{s}: {d['skipped']}" for e in results
                       for s, d in e["systems"].items() if "skipped" in d})
     if skipped:
