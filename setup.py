@@ -3,10 +3,12 @@
 Environment switches (off by default; the default build runs on any x86-64 machine):
   CGRU_DEBUG=1   bounds, None and initialisation checks on, -O0 -g (for debugging crashes)
   CGRU_NATIVE=1  -march=native (faster elementwise code on the build machine only)
+A switch changes compiler flags, not sources: rebuild with `build_ext --inplace --force`.
 """
 import glob
 import os
 
+import numpy
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
@@ -21,7 +23,16 @@ directives = {
     "nonecheck": DEBUG,
     "cdivision": True,
 }
-compile_args = ["-O0", "-g"] if DEBUG else ["-O3"]
+# The cell loops must vectorize (measured: inference 1.5-2x faster on the benchmark shapes).
+# -fno-trapping-math: assume no floating-point traps are enabled (Python and NumPy never enable
+#   them), so gcc may if-convert the float32 exp's clamps; unlike -ffast-math it keeps IEEE
+#   results, NaN and infinities included.
+# vect-max-version-for-alias-checks: a cell loop reads and writes more arrays than gcc's
+#   default limit of 10 runtime overlap checks covers, and then stays scalar.
+# -g0: no debug information in the release build (Python's own flags add -g; it tripled the
+# extension's size).
+compile_args = ["-O0", "-g"] if DEBUG else [
+    "-O3", "-g0", "-fno-trapping-math", "--param=vect-max-version-for-alias-checks=64"]
 if NATIVE:
     compile_args.append("-march=native")
 
@@ -29,6 +40,7 @@ extensions = [
     Extension(
         path[:-4].replace(os.sep, "."),
         [path],
+        include_dirs=[numpy.get_include()],
         extra_compile_args=compile_args,
         define_macros=[("CGRU_DEBUG_CHECKS", "1" if DEBUG else "0"),
                        ("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],

@@ -5,7 +5,7 @@
 # call ?gemm with the operands swapped (B before A, n before m), as scikit-learn does.
 # Callers guarantee every size and leading dimension fits a 32-bit int (checked in Python).
 from cython cimport floating
-from scipy.linalg.cython_blas cimport sgemm, dgemm
+from scipy.linalg.cython_blas cimport dgemm, dgemv, sgemm, sgemv
 
 
 cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,
@@ -15,6 +15,18 @@ cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,
     """C (m, n) := alpha * op(A) @ op(B) + beta * C, row-major; op(A) is (m, k), op(B) (k, n)."""
     cdef char op_a = b'T' if trans_a else b'N'
     cdef char op_b = b'T' if trans_b else b'N'
+    cdef int one = 1
+    if m == 1 and not trans_a:
+        # a single row: c (1, n) = a (1, k) @ op(B) is the column-major GEMV c = op(B)^T a,
+        # cheaper than GEMM at batch 1 (PERF-NOTES: 2.5 against 2.8 us for a GRU step's pair).
+        # B row-major (k, n) is column-major (n, k): c = B_cm a; transposed, (k, n): B_cm^T a.
+        if floating is float:
+            sgemv(&op_b, &n if not trans_b else &k, &k if not trans_b else &n, &alpha,
+                  <float*> b, &ldb, <float*> a, &one, &beta, c, &one)
+        else:
+            dgemv(&op_b, &n if not trans_b else &k, &k if not trans_b else &n, &alpha,
+                  <double*> b, &ldb, <double*> a, &one, &beta, c, &one)
+        return
     if floating is float:
         sgemm(&op_b, &op_a, &n, &m, &k, &alpha, <float*> b, &ldb, <float*> a, &lda,
               &beta, c, &ldc)

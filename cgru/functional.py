@@ -10,7 +10,7 @@ import numpy as np
 from cgru import _gru
 from cgru._reference import GRUGrads
 
-__all__ = ["gru_forward", "gru_backward", "GRUGrads", "GRUCache"]
+__all__ = ["gru_forward", "gru_backward", "GRUGrads", "GRUCache", "GRUCell"]
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 # scipy.linalg.cython_blas is 32-bit indexed: every GEMM size and leading dimension must fit.
@@ -102,6 +102,26 @@ def _check_blas_sizes(T, B, I, H):
                              f"split the batch or the sequence")
 
 
+def _check_weights(w_ih, w_hh, b_ih, b_hh, I, dtype, dtype_from):
+    """The four weights as float arrays of the PyTorch shapes for I input features, checked
+    to share ``dtype`` (the dtype of the argument named ``dtype_from``)."""
+    w_hh = _as_float_array(w_hh, "w_hh")
+    if w_hh.ndim != 2 or w_hh.shape[0] != 3 * w_hh.shape[1] or w_hh.shape[1] == 0:
+        raise ValueError(f"`w_hh` must have shape (3H, H) with H >= 1, got {w_hh.shape}")
+    H = w_hh.shape[1]
+    w_ih = _as_float_array(w_ih, "w_ih")
+    _check_shape(w_ih, "w_ih", (3 * H, I), "(3H, I)")
+    if I == 0:
+        raise ValueError("the input must have at least one feature, got I = 0")
+    b_ih = _as_float_array(b_ih, "b_ih")
+    _check_shape(b_ih, "b_ih", (3 * H,), "(3H,)")
+    b_hh = _as_float_array(b_hh, "b_hh")
+    _check_shape(b_hh, "b_hh", (3 * H,), "(3H,)")
+    _check_same_dtype((w_ih, w_hh, b_ih, b_hh), ("w_ih", "w_hh", "b_ih", "b_hh"), dtype_from,
+                      dtype)
+    return w_ih, w_hh, b_ih, b_hh
+
+
 def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, *, reset_after=True, lengths=None,
                 training=True):
     """Runs a GRU over a time-major sequence.
@@ -117,23 +137,12 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, *, reset_after=True, lengths=None
     if x.ndim != 3:
         raise ValueError(f"`x` must have rank 3, (T, B, I) time-major, got shape {x.shape}")
     T, B, I = x.shape
-    w_hh = _as_float_array(w_hh, "w_hh")
-    if w_hh.ndim != 2 or w_hh.shape[0] != 3 * w_hh.shape[1] or w_hh.shape[1] == 0:
-        raise ValueError(f"`w_hh` must have shape (3H, H) with H >= 1, got {w_hh.shape}")
+    w_ih, w_hh, b_ih, b_hh = _check_weights(w_ih, w_hh, b_ih, b_hh, I, x.dtype, "x")
     H = w_hh.shape[1]
-    w_ih = _as_float_array(w_ih, "w_ih")
-    _check_shape(w_ih, "w_ih", (3 * H, I), "(3H, I)")
-    if I == 0:
-        raise ValueError(f"`x` must have at least one feature, got shape {x.shape}")
-    b_ih = _as_float_array(b_ih, "b_ih")
-    _check_shape(b_ih, "b_ih", (3 * H,), "(3H,)")
-    b_hh = _as_float_array(b_hh, "b_hh")
-    _check_shape(b_hh, "b_hh", (3 * H,), "(3H,)")
     if h0 is not None:
         h0 = _as_float_array(h0, "h0")
         _check_shape(h0, "h0", (B, H), "(B, H)")
-    _check_same_dtype((h0, w_ih, w_hh, b_ih, b_hh), ("h0", "w_ih", "w_hh", "b_ih", "b_hh"),
-                      "x", x.dtype)
+        _check_same_dtype((h0,), ("h0",), "x", x.dtype)
     lengths = _check_lengths(lengths, T, B)
     _check_blas_sizes(T, B, I, H)
     dtype = x.dtype
@@ -215,3 +224,54 @@ def gru_backward(dy, dh_n, cache):
                   _NO_LENGTHS if cache.lengths is None else cache.lengths, cache.reset_after,
                   dh, d_gates, d_aux, dx, dw_ih, dw_hh, db_ih, db_hh)
     return GRUGrads(dx, dh[T % 2].copy(), dw_ih, dw_hh, db_ih, db_hh)
+
+
+class GRUCell(_gru.StepKernel):
+    """One GRU step at a time, with the weights prepared once: online inference.
+
+    ``cell = GRUCell(w_ih, w_hh, b_ih, b_hh, reset_after=True)`` takes the weights of
+    ``gru_forward`` (PyTorch's layout; they are copied, so later changes to the arrays do not
+    affect the cell). ``h_next = cell(x, h)`` runs one step, as ``torch.nn.GRUCell`` does:
+    x (B, I), h (B, H) or None for zeros, h_next (B, H) a new array; all of the weights'
+    dtype. Inference only (no cache); calls may run from several threads at once.
+    ``cell(x_t, h)`` equals ``gru_forward(x_t[None], h, ...)[1]``.
+
+    The call itself is native (``_gru.StepKernel``): C-contiguous arrays of the right dtype and
+    shape go straight to the kernel, anything else through ``_prepare`` below.
+    """
+
+    def __init__(self, w_ih, w_hh, b_ih, b_hh, *, reset_after=True):
+        w_ih = _as_float_array(w_ih, "w_ih")
+        if w_ih.ndim != 2:
+            raise ValueError(f"`w_ih` must have shape (3H, I), got {w_ih.shape}")
+        w_ih, w_hh, b_ih, b_hh = _check_weights(w_ih, w_hh, b_ih, b_hh, w_ih.shape[1],
+                                                w_ih.dtype, "w_ih")
+        _check_blas_sizes(1, 1, w_ih.shape[1], w_hh.shape[1])
+        super().__init__(np.ascontiguousarray(w_ih.T), np.ascontiguousarray(w_hh.T),
+                         np.array(b_ih, order="C"), np.array(b_hh, order="C"),
+                         bool(reset_after))
+
+    @property
+    def dtype(self):
+        return self.w_ih_t.dtype
+
+    def __repr__(self):
+        return (f"GRUCell(input_size={self.input_size}, hidden_size={self.hidden_size}, "
+                f"dtype={self.dtype}, reset_after={self.reset_after})")
+
+    def _prepare(self, x, h):
+        """x and h checked and made C-contiguous arrays of the cell's dtype, else an error."""
+        x = _as_float_array(x, "x")
+        if x.ndim != 2 or x.shape[1] != self.input_size:
+            raise ValueError(f"`x` must have shape (B, I) = (B, {self.input_size}), "
+                             f"got {x.shape}")
+        B, H = x.shape[0], self.hidden_size
+        _check_same_dtype((x,), ("x",), "the cell's weights", self.dtype)
+        if h is None:
+            h = np.zeros((B, H), self.dtype)
+        else:
+            h = _as_float_array(h, "h")
+            _check_shape(h, "h", (B, H), "(B, H)")
+            _check_same_dtype((h,), ("h",), "the cell's weights", self.dtype)
+        _check_blas_sizes(1, B, self.input_size, H)
+        return np.ascontiguousarray(x), np.ascontiguousarray(h)

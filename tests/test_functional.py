@@ -198,8 +198,9 @@ def test_threads_give_sequential_results(rng):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("trans_a", [False, True])
 @pytest.mark.parametrize("trans_b", [False, True])
-def test_gemm_shim_matches_numpy(dtype, trans_a, trans_b, rng):
-    m, n, k = 5, 7, 3
+@pytest.mark.parametrize("m", [1, 5])        # one row goes through GEMV
+def test_gemm_shim_matches_numpy(dtype, trans_a, trans_b, m, rng):
+    n, k = 7, 3
     a = rng.standard_normal((k, m) if trans_a else (m, k)).astype(dtype)
     b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(dtype)
     c = rng.standard_normal((m, n)).astype(dtype)
@@ -235,3 +236,17 @@ def test_cell_math_accuracy(dtype):
     np.testing.assert_allclose(sigmoid_v, expit(v64), rtol=4 * eps, atol=eps / 8)
     np.testing.assert_allclose(tanh_v, np.tanh(v64), rtol=0, atol=2 * eps)
     assert sigmoid_v.min() >= 0 and sigmoid_v.max() <= 1 and np.abs(tanh_v).max() <= 1
+    special = np.array([np.nan, np.inf, -np.inf], dtype)
+    exp_s, sigmoid_s, tanh_s = _gru.cell_math_for_tests(special)
+    assert np.isnan(exp_s[0]) and np.isnan(sigmoid_s[0]) and np.isnan(tanh_s[0])
+    assert sigmoid_s[1] == 1 and 0 <= sigmoid_s[2] < 1e-37
+    np.testing.assert_array_equal(tanh_s[1:], [1, -1])
+
+
+def test_nan_in_input_gives_nan_not_a_number(rng):
+    """NaN is never silently turned into a finite result."""
+    args = make_gru_inputs(rng, 3, 2, 2, 4)
+    args[0][1, 0, 1] = np.nan
+    y, h_n, _ = cgru.gru_forward(*args)
+    assert np.all(np.isnan(y[1:, 0])) and np.all(np.isfinite(y[:, 1]))
+    assert np.all(np.isnan(h_n[0])) and np.all(np.isfinite(h_n[1]))
