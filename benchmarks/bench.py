@@ -189,6 +189,7 @@ class CgruSystem:
             raise Unavailable("cgru kernels not available (cgru.gru_forward/gru_backward)")
 
     def runner(self, case, mode):
+        self.variant = None
         if mode == "fit-seed":
             return self._fit_runner()
         self._need_kernels()
@@ -196,15 +197,7 @@ class CgruSystem:
         fwd, bwd = self.fwd, self.bwd
         w = (d["w_ih"], d["w_hh"], d["b_ih"], d["b_hh"])
         if case == "stream":
-            xs = [d["x"][t:t + 1] for t in range(d["x"].shape[0])]
-            h0 = d["h0"]
-
-            def stream():
-                h = h0
-                for xt in xs:
-                    _, h, _ = fwd(xt, h, *w, training=False)
-                return h
-            return stream
+            return self._stepper(d)
         x, h0, dy, dh = d["x"], d["h0"], d["dy"], d["dh"]
         if mode == "infer":
             return lambda: fwd(x, h0, *w, training=False)
@@ -214,15 +207,41 @@ class CgruSystem:
             return bwd(dy, dh, cache)
         return train
 
+    def _stepper(self, d):
+        """1000 single steps carrying h: cgru.functional.GRUCell (weights prepared once) when
+        this cgru has it, else gru_forward on T = 1."""
+        w = (d["w_ih"], d["w_hh"], d["b_ih"], d["b_hh"])
+        h0 = d["h0"]
+        cell_cls = getattr(getattr(self.cgru, "functional", None), "GRUCell", None)
+        if cell_cls is not None:
+            self.variant = "GRUCell"
+            cell = cell_cls(*w)
+            xs = [d["x"][t] for t in range(d["x"].shape[0])]
+
+            def stream():
+                h = h0
+                for xt in xs:
+                    h = cell(xt, h)
+                return h
+            return stream
+        self.variant = "gru_forward T=1"
+        fwd = self.fwd
+        xs = [d["x"][t:t + 1] for t in range(d["x"].shape[0])]
+
+        def stream():
+            h = h0
+            for xt in xs:
+                _, h, _ = fwd(xt, h, *w, training=False)
+            return h
+        return stream
+
     def check(self, case):
         self._need_kernels()
         d = case_data(case)
         w = (d["w_ih"], d["w_hh"], d["b_ih"], d["b_hh"])
         if case == "stream":
-            h = d["h0"]
-            for t in range(STREAM_CHECK_STEPS):
-                _, h, _ = self.fwd(d["x"][t:t + 1], h, *w, training=False)
-            return {"h_n": h}
+            d["x"] = d["x"][:STREAM_CHECK_STEPS]
+            return {"h_n": self._stepper(d)()}
         y, h_n, cache = self.fwd(d["x"], d["h0"], *w, training=True)
         g = self.bwd(d["dy"], d["dh"], cache)
         return dict(y=y, h_n=h_n, dx=g.dx, dh0=g.dh0, dw_ih=g.dw_ih, dw_hh=g.dw_hh,
@@ -241,7 +260,6 @@ class CgruSystem:
     def _fit_runner(self):
         model = self._model()
         x, y, _ = fit_data()
-        self.variant = "fit, jit_compile=auto"
         return lambda: model.fit(x, y, epochs=FIT["epochs"], batch_size=FIT["batch_size"],
                                  verbose=0)
 
@@ -1042,6 +1060,10 @@ def markdown(results, systems, info, reps):
                   "variant on that case; model.fit uses Keras's default (jit_compile='auto'). "
                   "XLA reuses its own buffers from call to call, which the memory figure "
                   "cannot see."]
+    for e in results:
+        v = e["systems"].get("cgru", {}).get("variant")
+        if v:
+            lines += ["", f"cgru {e['mode']} {e['case']}: {v}."]
     skipped = sorted({f"{s}: {d['skipped']}" for e in results
                       for s, d in e["systems"].items() if "skipped" in d})
     if skipped:
