@@ -23,8 +23,9 @@ gradient straight through and gives their gates zero gradient.
 
 Saved by forward for backward (the cache): gates (T, B, 3H) holding r, z, n (written over the
 input projection, which is dead once its step is done), hidden_n (T, B, H) and the hidden
-states hs (T + 1, B, H), hs[0] = h0. In inference the same loop runs with hs and hidden_n as
-ring buffers of 2 and 1 slots (slot = t % slots), so nothing per step is kept.
+states hs (T + 1, B, H), hs[0] = h0. In inference the same loop runs with hs, hidden_n and
+gates as ring buffers of 2, 1 and a few steps (slot = t % slots): nothing per step is kept,
+and the input is projected a chunk of steps at a time, so the gates stay in cache.
 """
 from libc.math cimport exp
 from libc.stdlib cimport free, malloc
@@ -325,24 +326,30 @@ def forward(const floating[:, :, ::1] x, const floating[:, ::1] w_ih_t,
 
     w_ih_t (I, 3H) and w_hh_t (H, 3H) are the transposed PyTorch weights (contiguous, the layout
     OpenBLAS is fastest with for h @ W^T). lengths is (B,) or empty for "all T".
-    Outputs: gates (T, B, 3H) r, z, n; hidden_n (S_n, B, H); hs (S_h, B, H) with hs[0] = h0
-    filled in by the caller; y (T, B, H). S_h = T + 1 and S_n = T keep every step (training);
-    S_h = 2 and S_n = 1 keep only the current one (inference). gates_h (B, 3H) is scratch.
-    The final state is hs[T % S_h].
+    Outputs: gates (S_g, B, 3H) r, z, n; hidden_n (S_n, B, H); hs (S_h, B, H) with hs[0] = h0
+    filled in by the caller; y (T, B, H). Each is a ring of slots, step t in slot t % S:
+    S_g = T, S_n = T, S_h = T + 1 keep every step (training); in inference S_h = 2, S_n = 1,
+    and S_g steps of input projection are computed at a time, in one GEMM. gates_h (B, 3H) is
+    scratch. The final state is hs[T % S_h].
     """
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], I = x.shape[2]
     cdef Py_ssize_t H = w_hh_t.shape[0], G = 3 * H
-    cdef Py_ssize_t slots_h = hs.shape[0], slots_n = hidden_n.shape[0], t
+    cdef Py_ssize_t slots_g = gates.shape[0], slots_h = hs.shape[0], slots_n = hidden_n.shape[0]
+    cdef Py_ssize_t t, steps
     cdef const Py_ssize_t* lengths_p = &lengths[0] if lengths.shape[0] > 0 else NULL
     cdef floating* gates_p = &gates[0, 0, 0]
     cdef floating* gates_h_p = &gates_h[0, 0]
     cdef const floating* w_hh_t_p = &w_hh_t[0, 0]
     with nogil:
-        # gates = x @ w_ih_t: the input projection of every step in one GEMM, (M, I) @ (I, G)
-        gemm(False, False, T * B, G, I, 1, &x[0, 0, 0], I, &w_ih_t[0, 0], G, 0, gates_p, G)
         for t in range(T):
-            recurrent_step(B, H, reset_after, gates_p + t * B * G, gates_h_p, w_hh_t_p,
-                           &b_ih[0], &b_hh[0], &hs[t % slots_h, 0, 0],
+            if t % slots_g == 0:
+                # gates[:steps] = x[t:t + steps] @ w_ih_t: the input projection of the next
+                # `steps` steps (all T in training) in one GEMM, (steps B, I) @ (I, G)
+                steps = min(slots_g, T - t)
+                gemm(False, False, steps * B, G, I, 1, &x[t, 0, 0], I, &w_ih_t[0, 0], G, 0,
+                     gates_p, G)
+            recurrent_step(B, H, reset_after, gates_p + (t % slots_g) * B * G, gates_h_p,
+                           w_hh_t_p, &b_ih[0], &b_hh[0], &hs[t % slots_h, 0, 0],
                            &hidden_n[t % slots_n, 0, 0], &hs[(t + 1) % slots_h, 0, 0],
                            &y[t, 0, 0], lengths_p, t)
 

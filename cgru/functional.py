@@ -15,6 +15,8 @@ __all__ = ["gru_forward", "gru_backward", "GRUGrads", "GRUCache", "GRUCell"]
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 # scipy.linalg.cython_blas is 32-bit indexed: every GEMM size and leading dimension must fit.
 _BLAS_INT_MAX = 2**31 - 1
+# Rows of input projection per GEMM in inference (see _inference_chunk).
+_CHUNK_ROWS = 1024
 # What the kernels take for "no lengths": an empty index array.
 _NO_LENGTHS = np.empty(0, dtype=np.intp)
 _NO_LENGTHS.flags.writeable = False
@@ -102,6 +104,12 @@ def _check_blas_sizes(T, B, I, H):
                              f"split the batch or the sequence")
 
 
+def _inference_chunk(T, B):
+    """Steps of input projection per GEMM in inference: about _CHUNK_ROWS rows, enough for an
+    efficient GEMM while the chunk's gates stay in cache (and no (T, B, 3H) buffer)."""
+    return max(1, min(T, -(-_CHUNK_ROWS // B)))
+
+
 def _check_weights(w_ih, w_hh, b_ih, b_hh, I, dtype, dtype_from):
     """The four weights as float arrays of the PyTorch shapes for I input features, checked
     to share ``dtype`` (the dtype of the argument named ``dtype_from``)."""
@@ -161,7 +169,7 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, *, reset_after=True, lengths=None
         x = np.ascontiguousarray(x)
         w_ih = np.ascontiguousarray(w_ih)
         w_hh = np.ascontiguousarray(w_hh)
-        gates = np.empty((T, B, 3 * H), dtype)
+        gates = np.empty((T if training else _inference_chunk(T, B), B, 3 * H), dtype)
         hidden_n = np.empty((slots_n, B, H), dtype)
         gates_h = np.empty((B, 3 * H), dtype)
         _gru.forward(x, np.ascontiguousarray(w_ih.T), np.ascontiguousarray(w_hh.T),

@@ -117,6 +117,27 @@ def test_inference_matches_training_forward(rng):
         np.testing.assert_array_equal(h1, h2)
 
 
+@pytest.mark.parametrize("reset_after", [True, False])
+def test_inference_projects_in_chunks_with_the_same_result(reset_after, monkeypatch, rng):
+    """Inference projects the input a chunk of steps at a time; 3 rows a chunk here gives
+    chunks of 3 steps, the last one partial (T = 11)."""
+    from cgru import functional
+    monkeypatch.setattr(functional, "_CHUNK_ROWS", 3)
+    assert functional._inference_chunk(11, 1) == 3
+    args = make_gru_inputs(rng, 11, 1, 4, 5, np.float64)
+    y_ref, h_ref, _ = _reference.gru_forward(*args, reset_after=reset_after)
+    y, h_n, _ = cgru.gru_forward(*args, reset_after=reset_after, training=False)
+    np.testing.assert_allclose(y, y_ref, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(h_n, h_ref, rtol=1e-12, atol=1e-14)
+    args = make_gru_inputs(rng, 11, 3, 4, 5, np.float64)         # chunks of 1 step
+    lengths = [11, 0, 5]
+    y_ref, h_ref, _ = _reference.gru_forward(*args, reset_after=reset_after, lengths=lengths)
+    y, h_n, _ = cgru.gru_forward(*args, reset_after=reset_after, training=False,
+                                 lengths=lengths)
+    np.testing.assert_allclose(y, y_ref, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(h_n, h_ref, rtol=1e-12, atol=1e-14)
+
+
 @pytest.mark.parametrize("T,B", [(0, 3), (4, 0), (0, 0)])
 def test_empty_time_or_batch(T, B, rng):
     x, h0, *weights = make_gru_inputs(rng, T, B, 2, 3)
