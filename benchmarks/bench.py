@@ -130,6 +130,25 @@ def keras_to_torch(kernel, recurrent_kernel, bias):
 # systems (run inside a worker). Each returns a callable for a (case, mode), or raises
 # Unavailable; check() returns the forward outputs and gradients in PyTorch's layout.
 
+class KerasStyleFit:
+    """fit-seed for the systems with Keras's API (cgru and Keras): `_model()` builds the seed
+    model, compiled."""
+
+    def _fit_runner(self):
+        model = self._model()
+        x, y, _ = fit_data()
+        return lambda: model.fit(x, y, epochs=FIT["epochs"], batch_size=FIT["batch_size"],
+                                 verbose=0)
+
+    def fit_check(self):
+        model = self._model()
+        x, y, weights = fit_data()
+        model.set_weights(weights)
+        h = model.fit(x, y, epochs=FIT["epochs"], batch_size=FIT["batch_size"], verbose=0,
+                      shuffle=False)
+        return {"loss": [float(v) for v in h.history["loss"]]}
+
+
 class FloorSystem:
     name = "floor"
 
@@ -158,7 +177,7 @@ class FloorSystem:
                           "tests/test_floor.py)")
 
 
-class CgruSystem:
+class CgruSystem(KerasStyleFit):
     name = "cgru"
 
     def __init__(self, threads):
@@ -257,19 +276,6 @@ class CgruSystem:
         model.compile(optimizer="adam", loss="binary_crossentropy")
         return model
 
-    def _fit_runner(self):
-        model = self._model()
-        x, y, _ = fit_data()
-        return lambda: model.fit(x, y, epochs=FIT["epochs"], batch_size=FIT["batch_size"],
-                                 verbose=0)
-
-    def fit_check(self):
-        model = self._model()
-        x, y, weights = fit_data()
-        model.set_weights(weights)
-        h = model.fit(x, y, epochs=FIT["epochs"], batch_size=FIT["batch_size"], verbose=0,
-                      shuffle=False)
-        return {"loss": h.history["loss"]}
 
 
 class TorchSystem:
@@ -418,7 +424,7 @@ class TorchSystem:
                                   shuffle=False)}
 
 
-class KerasSystem:
+class KerasSystem(KerasStyleFit):
     name = "keras"
 
     def __init__(self, threads):
@@ -547,19 +553,8 @@ class KerasSystem:
         return model
 
     def _fit_runner(self):
-        model = self._model()
-        x, y, _ = fit_data()
         self.variant = "fit, jit_compile=auto"
-        return lambda: model.fit(x, y, epochs=FIT["epochs"], batch_size=FIT["batch_size"],
-                                 verbose=0)
-
-    def fit_check(self):
-        model = self._model()
-        x, y, weights = fit_data()
-        model.set_weights(weights)
-        h = model.fit(x, y, epochs=FIT["epochs"], batch_size=FIT["batch_size"], verbose=0,
-                      shuffle=False)
-        return {"loss": [float(v) for v in h.history["loss"]]}
+        return super()._fit_runner()
 
 
 SYSTEM_CLASSES = {"floor": FloorSystem, "cgru": CgruSystem, "torch": TorchSystem,
