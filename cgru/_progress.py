@@ -6,7 +6,7 @@ On a terminal it redraws one line in place with ``\\r``:
 
 and ends the epoch with the elapsed time and time per step. When the stream is not a
 terminal (a log file, a CI job) it writes plain lines instead, at most about ten per
-epoch, and no control characters. ``verbose=2`` writes one line per epoch.
+epoch, and no control characters. ``verbose=2`` writes one line per epoch, without a bar.
 """
 import sys
 import time
@@ -74,9 +74,14 @@ class Progbar:
             finalize = current >= self.target
         if self.verbose == 0:
             return
-        if self.verbose == 2:
+        if self.verbose == 2:       # one line at the end, no bar: "3/3 - 0s - 3ms/step - ..."
             if finalize:
-                self.stream.write(self._bar(current) + self._info(current, values, True) + "\n")
+                elapsed = time.time() - self._start
+                line = (f"{current:{len(str(self.target))}d}/{self.target} - {elapsed:.0f}s - "
+                        f"{_format_per_step(elapsed / max(current, 1))}")
+                for name, v in values:
+                    line += f" - {name}: {_format_value(v)}"
+                self.stream.write(line + "\n")
                 self.stream.flush()
             return
         now = time.time()

@@ -286,7 +286,7 @@ class Sequential:
         cbs.on_train_begin()
         for epoch in range(initial_epoch, epochs):
             cbs.on_epoch_begin(epoch)
-            if verbose == 1:
+            if verbose and epochs > 1:      # as Keras' ProgbarLogger
                 print(f"Epoch {epoch + 1}/{epochs}", flush=True)
             bar = Progbar(steps, verbose=verbose)
             order = self._shuffle_rng.permutation(n) if shuffle else np.arange(n)
@@ -387,7 +387,9 @@ class Sequential:
             line = ""
             for i, field in enumerate(fields):
                 start = 0 if i == 0 else cols[i - 1]
-                line = (line + " " * max(0, start - len(line)) + str(field))[:cols[i]]
+                # every column but the last keeps one blank before the next
+                width = cols[i] - (1 if i < len(fields) - 1 else 0)
+                line = (line + " " * max(0, start - len(line)) + str(field))[:width]
             return line
 
         lines = [f'Model: "{self.name}"', "_" * line_length,

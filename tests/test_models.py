@@ -207,8 +207,11 @@ def _fit_output(verbose, tty):
 
 def test_verbose_modes():
     assert _fit_output(0, tty=True) == ""
+    # verbose=2, as Keras 3: an "Epoch i/N" header (when epochs > 1), then one line, no bar
     v2 = _fit_output(2, tty=False).splitlines()
-    assert len(v2) == 2 and all(line.startswith("5/5 [") and "loss:" in line for line in v2)
+    assert v2[0::2] == ["Epoch 1/2", "Epoch 2/2"] and len(v2) == 4
+    assert all(line.startswith("5/5 - ") and "/step - loss:" in line and "[" not in line
+               for line in v2[1::2])
     plain = _fit_output(1, tty=False)
     assert "\r" not in plain and "\x1b" not in plain
     assert "Epoch 1/2" in plain and "ETA:" in plain and "- accuracy:" in plain
