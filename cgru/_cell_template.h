@@ -23,6 +23,25 @@
 
 #define CELL_VALID(b) (lengths == NULL || t < lengths[b])
 
+/* One row's new state, shared by both forward cells: h' = (1 - z) n + z h and y = h' on a
+ * valid step; h' = h and y = 0 past the row's length. Inlined into each caller's clone. */
+static inline void CGRU_NAME(new_state)(
+    Py_ssize_t H, const real *restrict z, const real *restrict n, const real *restrict hp,
+    real *restrict hx, real *restrict yb, int valid)
+{
+    if (valid) {
+        for (Py_ssize_t j = 0; j < H; j++) {
+            hx[j] = n[j] + z[j] * (hp[j] - n[j]);
+            yb[j] = hx[j];
+        }
+    } else {
+        for (Py_ssize_t j = 0; j < H; j++) {
+            hx[j] = hp[j];
+            yb[j] = 0;
+        }
+    }
+}
+
 /* reset_after=True, forward.
  * gates (B, G): in gx, out r, z, n; gates_h (B, G): gh; hidden_n (B, H): out hn;
  * h_prev, h_next, y (B, H). */
@@ -45,17 +64,7 @@ CGRU_TARGETS static void CGRU_NAME(cell_forward_reset_after)(
             hn[j] = gh[2 * H + j] + b_hh[2 * H + j];
             n[j] = CGRU_TANH(n[j] + b_ih[2 * H + j] + r[j] * hn[j]);
         }
-        if (CELL_VALID(b)) {
-            for (Py_ssize_t j = 0; j < H; j++) {
-                hx[j] = n[j] + z[j] * (hp[j] - n[j]);     /* (1 - z) n + z h */
-                yb[j] = hx[j];
-            }
-        } else {
-            for (Py_ssize_t j = 0; j < H; j++) {
-                hx[j] = hp[j];
-                yb[j] = 0;
-            }
-        }
+        CGRU_NAME(new_state)(H, z, n, hp, hx, yb, CELL_VALID(b));
     }
 }
 
@@ -130,17 +139,7 @@ CGRU_TARGETS static void CGRU_NAME(cell_forward_n)(
         real *restrict hx = h_next + b * H, *restrict yb = y + b * H;
         for (Py_ssize_t j = 0; j < H; j++)
             n[j] = CGRU_TANH(n[j] + b_ih[2 * H + j] + gh_n[j] + b_hh[2 * H + j]);
-        if (CELL_VALID(b)) {
-            for (Py_ssize_t j = 0; j < H; j++) {
-                hx[j] = n[j] + z[j] * (hp[j] - n[j]);
-                yb[j] = hx[j];
-            }
-        } else {
-            for (Py_ssize_t j = 0; j < H; j++) {
-                hx[j] = hp[j];
-                yb[j] = 0;
-            }
-        }
+        CGRU_NAME(new_state)(H, z, n, hp, hx, yb, CELL_VALID(b));
     }
 }
 

@@ -30,13 +30,12 @@ class GRUCache:
     gradients. ``nbytes`` is the memory the cache itself owns.
     """
 
-    __slots__ = ("x", "w_ih", "w_hh", "gates", "hidden_n", "hs", "lengths", "reset_after",
-                 "h0_given")
+    __slots__ = ("x", "w_ih", "w_hh", "gates", "hidden_n", "hs", "lengths", "reset_after")
 
-    def __init__(self, x, w_ih, w_hh, gates, hidden_n, hs, lengths, reset_after, h0_given):
+    def __init__(self, x, w_ih, w_hh, gates, hidden_n, hs, lengths, reset_after):
         self.x, self.w_ih, self.w_hh = x, w_ih, w_hh
         self.gates, self.hidden_n, self.hs = gates, hidden_n, hs
-        self.lengths, self.reset_after, self.h0_given = lengths, reset_after, h0_given
+        self.lengths, self.reset_after = lengths, reset_after
 
     @property
     def dtype(self):
@@ -77,7 +76,9 @@ def _check_shape(array, name, expected, meaning):
 def _check_same_dtype(arrays, names, reference_name, dtype):
     for array, name in zip(arrays, names):
         if array is not None and array.dtype != dtype:
-            raise TypeError(f"`{name}` has dtype {array.dtype} but `{reference_name}` has "
+            reference = (f"`{reference_name}`" if reference_name.isidentifier()
+                         else reference_name)
+            raise TypeError(f"`{name}` has dtype {array.dtype} but {reference} has "
                             f"dtype {dtype}: one call uses one float dtype")
 
 
@@ -182,8 +183,7 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, *, reset_after=True, lengths=None
     h_n = hs[T % slots_h].copy()
     cache = None
     if training:
-        cache = GRUCache(x, w_ih, w_hh, gates, hidden_n, hs, lengths, bool(reset_after),
-                         h0 is not None)
+        cache = GRUCache(x, w_ih, w_hh, gates, hidden_n, hs, lengths, bool(reset_after))
     return y, h_n, cache
 
 
