@@ -32,8 +32,9 @@ Memory (train mode): the growth of the worker's peak resident set size during on
 over its resident size just before it (Linux: /proc/self/clear_refs resets the peak, VmHWM is
 read after the step while its results are still alive). Freed memory is handed back to the
 system first (gc, malloc_trim), so the step's arrays, cache, gradients and temporaries are all
-counted; inputs and weights, allocated beforehand, are not. Memory that a library keeps in its
-own pool from earlier calls and reuses is not counted.
+counted; inputs and weights, allocated beforehand, are not. cgru's pool of reused arrays is
+emptied first, so its step is counted in full; memory that another library keeps in its own
+pool from earlier calls and reuses is not counted.
 """
 import argparse
 import json
@@ -198,6 +199,12 @@ class CgruSystem(KerasStyleFit):
             from cgru import _reference
             fwd, bwd = _reference.gru_forward, _reference.gru_backward
         self.fwd, self.bwd = fwd, bwd
+
+    def release(self):
+        """Lets go of cgru's pool of reused arrays, so that the memory figure counts them."""
+        pool = getattr(getattr(self.cgru, "functional", None), "POOL", None)
+        if pool is not None:
+            pool.clear()
 
     def versions(self):
         return {"cgru": getattr(self.cgru, "__version__", "?"),
@@ -572,8 +579,9 @@ def _status_kib(field):
     raise OSError(f"{field} not in /proc/self/status")
 
 
-def _peak_step_kib(fn, tries=3):
-    """Growth of peak RSS during one call of fn, over RSS just before it (KiB); max of tries."""
+def _peak_step_kib(fn, tries=3, release=None):
+    """Growth of peak RSS during one call of fn, over RSS just before it (KiB); max of tries.
+    ``release()``, when given, first lets go of the memory a system keeps for reuse."""
     import ctypes
     import gc
     try:
@@ -582,6 +590,8 @@ def _peak_step_kib(fn, tries=3):
         libc = None
     best = 0
     for _ in range(tries):
+        if release is not None:
+            release()
         gc.collect()
         if libc is not None:
             libc.malloc_trim(0)
@@ -655,7 +665,7 @@ def worker_main(system, threads):
                     run()
                 send(ok=True, t=(time.perf_counter() - t0) / n_inner)
             elif cmd == "mem":
-                send(ok=True, kib=_peak_step_kib(run))
+                send(ok=True, kib=_peak_step_kib(run, release=getattr(sysobj, "release", None)))
             elif cmd == "check":
                 import numpy as np
                 if req["case"] == "fit-seed":
