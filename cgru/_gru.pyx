@@ -174,6 +174,59 @@ cdef inline void cell_backward_r(
         cell_backward_r_f64(B, H, d_gates, dh_prev, d_rh, gates, h_prev, lengths, t)
 
 
+# ---------------------------------------------------------------------------------------------
+# The per-step products: a small GEMM on packed weights (cgru/_gemm_template.h, AVX-512) where
+# the caller asked for it and the CPU has it, else BLAS.
+# ---------------------------------------------------------------------------------------------
+cdef extern from "_gemm.h":
+    int cgru_small_gemm_available() noexcept nogil
+    Py_ssize_t packed_size_f32(Py_ssize_t K, Py_ssize_t N) noexcept nogil
+    Py_ssize_t packed_size_f64(Py_ssize_t K, Py_ssize_t N) noexcept nogil
+    void pack_b_f32(Py_ssize_t K, Py_ssize_t N, const float* B, Py_ssize_t ldb,
+                    float* Bp) noexcept nogil
+    void pack_b_f64(Py_ssize_t K, Py_ssize_t N, const double* B, Py_ssize_t ldb,
+                    double* Bp) noexcept nogil
+    void small_gemm_f32(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const float* A,
+                        Py_ssize_t lda, const float* Bp, float beta, float* C,
+                        Py_ssize_t ldc) noexcept nogil
+    void small_gemm_f64(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const double* A,
+                        Py_ssize_t lda, const double* Bp, double beta, double* C,
+                        Py_ssize_t ldc) noexcept nogil
+
+# Can this CPU run the small GEMM (AVX-512)?
+SMALL_GEMM_AVAILABLE = bool(cgru_small_gemm_available())
+
+
+cdef floating* packed_copy(bint wanted, Py_ssize_t K, Py_ssize_t N, const floating* w,
+                           Py_ssize_t ldw) noexcept nogil:
+    """A packed copy of w (K, N; leading dimension ldw) for step_gemm, to free() after use;
+    NULL (step_gemm then calls BLAS) unless wanted and the CPU can use it, or out of memory."""
+    if not wanted or not cgru_small_gemm_available():
+        return NULL
+    cdef Py_ssize_t size = packed_size_f32(K, N) if floating is float else packed_size_f64(K, N)
+    cdef floating* packed = <floating*> malloc(size * sizeof(floating))
+    if packed != NULL:
+        if floating is float:
+            pack_b_f32(K, N, w, ldw, packed)
+        else:
+            pack_b_f64(K, N, w, ldw, packed)
+    return packed
+
+
+cdef inline void step_gemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floating* a,
+                           Py_ssize_t lda, const floating* w, Py_ssize_t ldw,
+                           const floating* w_packed, floating beta, floating* c,
+                           Py_ssize_t ldc) noexcept nogil:
+    """c (M, N) := a (M, K) @ w (K, N) + beta * c; w_packed is packed_copy(w) or NULL.
+    One row goes to BLAS's GEMV, faster there than the small GEMM's register tile."""
+    if w_packed == NULL or M == 1:
+        gemm(False, False, M, N, K, 1, a, lda, w, ldw, beta, c, ldc)
+    elif floating is float:
+        small_gemm_f32(M, N, K, a, lda, w_packed, beta, c, ldc)
+    else:
+        small_gemm_f64(M, N, K, a, lda, w_packed, beta, c, ldc)
+
+
 cdef inline bint is_valid(const Py_ssize_t* lengths, Py_ssize_t b, Py_ssize_t t) noexcept nogil:
     """Is step t inside sequence b (always, without lengths)?"""
     return lengths == NULL or t < lengths[b]
@@ -205,23 +258,25 @@ cdef void column_sums(Py_ssize_t rows, Py_ssize_t cols, const floating* a, Py_ss
 # ---------------------------------------------------------------------------------------------
 cdef void recurrent_step(
         Py_ssize_t B, Py_ssize_t H, bint reset_after, floating* gates, floating* gates_h,
-        const floating* w_hh_t, const floating* b_ih, const floating* b_hh,
+        const floating* w_hh_t, const floating* packed_a, const floating* packed_b,
+        const floating* b_ih, const floating* b_hh,
         const floating* h_prev, floating* hidden_n, floating* h_next, floating* y,
         const Py_ssize_t* lengths, Py_ssize_t t) noexcept nogil:
     """One step after the input projection: gates (B, G) holds W_i x on entry, r, z, n on
-    return; h_next, y (B, H) written; gates_h (B, G) scratch."""
+    return; h_next, y (B, H) written; gates_h (B, G) scratch. packed_a, packed_b: packed
+    copies of w_hh_t (reset_after) or of its columns [:2H] and [2H:], or NULL (BLAS)."""
     cdef Py_ssize_t G = 3 * H
     if reset_after:
         # gates_h = h_prev @ w_hh_t, (B, H) @ (H, G)
-        gemm(False, False, B, G, H, 1, h_prev, H, w_hh_t, G, 0, gates_h, G)
+        step_gemm(B, G, H, h_prev, H, w_hh_t, G, packed_a, 0, gates_h, G)
         cell_forward_reset_after(B, H, gates, gates_h, b_ih, b_hh, h_prev, hidden_n, h_next, y,
                                  lengths, t)
     else:
         # gates_h[:, :2H] = h_prev @ w_hh_t[:, :2H], (B, H) @ (H, 2H)
-        gemm(False, False, B, 2 * H, H, 1, h_prev, H, w_hh_t, G, 0, gates_h, G)
+        step_gemm(B, 2 * H, H, h_prev, H, w_hh_t, G, packed_a, 0, gates_h, G)
         cell_forward_rz(B, H, gates, gates_h, b_ih, b_hh, h_prev, hidden_n)
         # gates_h[:, 2H:] = (r * h_prev) @ w_hh_t[:, 2H:], (B, H) @ (H, H)
-        gemm(False, False, B, H, H, 1, hidden_n, H, w_hh_t + 2 * H, G, 0, gates_h + 2 * H, G)
+        step_gemm(B, H, H, hidden_n, H, w_hh_t + 2 * H, G, packed_b, 0, gates_h + 2 * H, G)
         cell_forward_n(B, H, gates, gates_h, b_ih, b_hh, h_prev, h_next, y, lengths, t)
 
 
@@ -240,7 +295,7 @@ cdef int run_step(Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, bint reset_after,
     gemm(False, False, B, G, I, 1, x, I, w_ih_t, G, 0, scratch, G)
     # y gets a scratch row of its own: with y and h_next one array, gcc's alias checks fail
     # and the cell loop runs scalar.
-    recurrent_step(B, H, reset_after, scratch, scratch + B * G, w_hh_t, b_ih, b_hh, h,
+    recurrent_step(B, H, reset_after, scratch, scratch + B * G, w_hh_t, NULL, NULL, b_ih, b_hh, h,
                    scratch + 2 * B * G, h_next, scratch + 2 * B * G + B * H, NULL, 0)
     free(scratch)
     return 0
@@ -317,11 +372,138 @@ cdef class StepKernel:
         return h_next
 
 
+# ---------------------------------------------------------------------------------------------
+# Parts of the batch on threads of their own. Rows of a GRU never meet in the time loop, so
+# with several threads the batch is cut into parts, each running the whole loop on its rows
+# with the small GEMM: no thread waits on another until the loop is done. (Measured against
+# OpenBLAS threading each per-step product: its threads synchronise twice a step, and the
+# elementwise cell ran on one core.) A part's arguments are a struct of untyped pointers,
+# cast back to the dtype by the typed loop (`kind` only selects it).
+# ---------------------------------------------------------------------------------------------
+cdef extern from "pythread.h":
+    ctypedef void* PyThread_type_lock
+    PyThread_type_lock PyThread_allocate_lock() noexcept nogil
+    void PyThread_free_lock(PyThread_type_lock) noexcept nogil
+    int PyThread_acquire_lock(PyThread_type_lock, int mode) noexcept nogil
+    void PyThread_release_lock(PyThread_type_lock) noexcept nogil
+    unsigned long PyThread_start_new_thread(void (*)(void*) noexcept nogil, void*) noexcept nogil
+
+
+cdef struct ForwardPart:
+    bint is_double, reset_after
+    Py_ssize_t T, B, n_input, H, b0, b1, slots_g, slots_h, slots_n   # (I is a C macro)
+    const void* x
+    const void* w_ih_t
+    const void* packed_ih
+    const void* w_hh_t
+    const void* packed_a
+    const void* packed_b
+    const void* b_ih
+    const void* b_hh
+    const Py_ssize_t* lengths
+    void* gates
+    void* gates_h
+    void* hidden_n
+    void* hs
+    void* y
+    PyThread_type_lock done
+
+
+cdef void forward_rows(const floating* kind, ForwardPart* p) noexcept nogil:
+    """The forward loop over all T steps for batch rows b0:b1 (see `forward`)."""
+    cdef Py_ssize_t T = p.T, B = p.B, I = p.n_input, H = p.H, G = 3 * H, b0 = p.b0
+    cdef Py_ssize_t rows = p.b1 - p.b0, t, s, steps
+    cdef const floating* x = <const floating*> p.x
+    cdef const floating* w_ih_t = <const floating*> p.w_ih_t
+    cdef floating* gates = <floating*> p.gates
+    cdef floating* hs = <floating*> p.hs
+    cdef floating* hidden_n = <floating*> p.hidden_n
+    cdef floating* y = <floating*> p.y
+    cdef const Py_ssize_t* lengths = p.lengths + b0 if p.lengths != NULL else NULL
+    for t in range(T):
+        if t % p.slots_g == 0:
+            steps = min(p.slots_g, T - t)
+            if rows == B:
+                # gates[:steps] = x[t:t + steps] @ w_ih_t: the input projection of the next
+                # `steps` steps (all T in training) in one GEMM, (steps B, I) @ (I, G)
+                step_gemm(steps * B, G, I, x + t * B * I, I, w_ih_t, G,
+                          <const floating*> p.packed_ih, 0, gates, G)
+            else:
+                # a part's rows are not contiguous across steps: one product a step
+                for s in range(steps):
+                    step_gemm(rows, G, I, x + ((t + s) * B + b0) * I, I, w_ih_t, G,
+                              <const floating*> p.packed_ih, 0, gates + (s * B + b0) * G, G)
+        recurrent_step(rows, H, p.reset_after, gates + ((t % p.slots_g) * B + b0) * G,
+                       <floating*> p.gates_h + b0 * G, <const floating*> p.w_hh_t,
+                       <const floating*> p.packed_a, <const floating*> p.packed_b,
+                       <const floating*> p.b_ih, <const floating*> p.b_hh,
+                       hs + ((t % p.slots_h) * B + b0) * H,
+                       hidden_n + ((t % p.slots_n) * B + b0) * H,
+                       hs + (((t + 1) % p.slots_h) * B + b0) * H, y + (t * B + b0) * H,
+                       lengths, t)
+
+
+cdef void forward_part_thread(void* arg) noexcept nogil:
+    cdef ForwardPart* p = <ForwardPart*> arg
+    if p.is_double:
+        forward_rows(<const double*> NULL, p)
+    else:
+        forward_rows(<const float*> NULL, p)
+    if p.done != NULL:
+        PyThread_release_lock(p.done)
+
+
+cdef Py_ssize_t part_start(Py_ssize_t B, int parts, int i) noexcept nogil:
+    """First row of part i of `parts`: the rows cut in near-equal parts, multiples of 8 rows
+    (the small GEMM's register tile) where B allows."""
+    if i >= parts:
+        return B
+    cdef Py_ssize_t start = B * i // parts
+    return min(B, (start + 4) // 8 * 8) if B >= 8 * parts else start
+
+
+cdef int run_parts(void (*thread_main)(void*) noexcept nogil, void* parts_p, size_t part_size, int parts,
+                   PyThread_type_lock* locks) noexcept nogil:
+    """Runs thread_main on parts 1.. in new threads and on part 0 here, then waits for all.
+    Each part's lock (already allocated in locks[i]) is its `done` field's value. A part
+    whose thread cannot start runs here. Returns 0."""
+    cdef int i
+    cdef char* base = <char*> parts_p
+    for i in range(1, parts):
+        PyThread_acquire_lock(locks[i], 1)
+        if PyThread_start_new_thread(thread_main, base + i * part_size) == <unsigned long> -1:
+            thread_main(base + i * part_size)          # releases the lock itself
+    thread_main(base)
+    for i in range(1, parts):
+        PyThread_acquire_lock(locks[i], 1)             # the part is done
+        PyThread_release_lock(locks[i])
+    return 0
+
+
+cdef int allocate_locks(PyThread_type_lock* locks, int parts) noexcept nogil:
+    """locks[0] = NULL, locks[1:parts] new locks; returns how many parts can run (fewer when
+    a lock could not be made)."""
+    cdef int i
+    locks[0] = NULL
+    for i in range(1, parts):
+        locks[i] = PyThread_allocate_lock()
+        if locks[i] == NULL:
+            return i
+    return parts
+
+
+cdef void free_locks(PyThread_type_lock* locks, int parts) noexcept nogil:
+    cdef int i
+    for i in range(1, parts):
+        PyThread_free_lock(locks[i])
+
+
 def forward(const floating[:, :, ::1] x, const floating[:, ::1] w_ih_t,
             const floating[:, ::1] w_hh_t, const floating[::1] b_ih, const floating[::1] b_hh,
             const Py_ssize_t[::1] lengths, bint reset_after,
             floating[:, :, ::1] gates, floating[:, :, ::1] hidden_n, floating[:, :, ::1] hs,
-            floating[:, ::1] gates_h, floating[:, :, ::1] y):
+            floating[:, ::1] gates_h, floating[:, :, ::1] y, bint small_gemm=False,
+            int parts=1):
     """Runs the GRU over all T steps of x (T, B, I), T >= 1 and B >= 1.
 
     w_ih_t (I, 3H) and w_hh_t (H, 3H) are the transposed PyTorch weights (contiguous, the layout
@@ -331,27 +513,126 @@ def forward(const floating[:, :, ::1] x, const floating[:, ::1] w_ih_t,
     S_g = T, S_n = T, S_h = T + 1 keep every step (training); in inference S_h = 2, S_n = 1,
     and S_g steps of input projection are computed at a time, in one GEMM. gates_h (B, 3H) is
     scratch. The final state is hs[T % S_h].
+    small_gemm: every product by the small GEMM on packed weights (where the CPU has it)
+    instead of BLAS. parts > 1 (with small_gemm): the batch cut into that many parts, each on
+    a thread of its own.
     """
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], I = x.shape[2]
     cdef Py_ssize_t H = w_hh_t.shape[0], G = 3 * H
-    cdef Py_ssize_t slots_g = gates.shape[0], slots_h = hs.shape[0], slots_n = hidden_n.shape[0]
-    cdef Py_ssize_t t, steps
-    cdef const Py_ssize_t* lengths_p = &lengths[0] if lengths.shape[0] > 0 else NULL
-    cdef floating* gates_p = &gates[0, 0, 0]
-    cdef floating* gates_h_p = &gates_h[0, 0]
     cdef const floating* w_hh_t_p = &w_hh_t[0, 0]
+    cdef floating* packed_ih = packed_copy(small_gemm, I, G, &w_ih_t[0, 0], G)
+    cdef floating* packed_a = packed_copy(small_gemm, H, G if reset_after else 2 * H, w_hh_t_p, G)
+    cdef floating* packed_b = packed_copy(small_gemm and not reset_after, H, H, w_hh_t_p + 2 * H,
+                                          G)
+    if packed_a == NULL or (not reset_after and packed_b == NULL):
+        parts = 1                   # the BLAS products thread themselves
+    parts = max(1, min(parts, 16, <int> B))
+    cdef ForwardPart part_args[16]
+    cdef PyThread_type_lock locks[16]
+    cdef int i
+    parts = allocate_locks(locks, parts)
+    for i in range(parts):
+        part_args[i].done = locks[i]
+        part_args[i].is_double = floating is double
+        part_args[i].reset_after = reset_after
+        part_args[i].T, part_args[i].B, part_args[i].n_input, part_args[i].H = T, B, I, H
+        part_args[i].b0 = part_start(B, parts, i)
+        part_args[i].b1 = part_start(B, parts, i + 1)
+        part_args[i].slots_g = gates.shape[0]
+        part_args[i].slots_h = hs.shape[0]
+        part_args[i].slots_n = hidden_n.shape[0]
+        part_args[i].x = &x[0, 0, 0]
+        part_args[i].w_ih_t = &w_ih_t[0, 0]
+        part_args[i].packed_ih = packed_ih
+        part_args[i].w_hh_t = w_hh_t_p
+        part_args[i].packed_a = packed_a
+        part_args[i].packed_b = packed_b
+        part_args[i].b_ih = &b_ih[0]
+        part_args[i].b_hh = &b_hh[0]
+        part_args[i].lengths = &lengths[0] if lengths.shape[0] > 0 else NULL
+        part_args[i].gates = &gates[0, 0, 0]
+        part_args[i].gates_h = &gates_h[0, 0]
+        part_args[i].hidden_n = &hidden_n[0, 0, 0]
+        part_args[i].hs = &hs[0, 0, 0]
+        part_args[i].y = &y[0, 0, 0]
     with nogil:
-        for t in range(T):
-            if t % slots_g == 0:
-                # gates[:steps] = x[t:t + steps] @ w_ih_t: the input projection of the next
-                # `steps` steps (all T in training) in one GEMM, (steps B, I) @ (I, G)
-                steps = min(slots_g, T - t)
-                gemm(False, False, steps * B, G, I, 1, &x[t, 0, 0], I, &w_ih_t[0, 0], G, 0,
-                     gates_p, G)
-            recurrent_step(B, H, reset_after, gates_p + (t % slots_g) * B * G, gates_h_p,
-                           w_hh_t_p, &b_ih[0], &b_hh[0], &hs[t % slots_h, 0, 0],
-                           &hidden_n[t % slots_n, 0, 0], &hs[(t + 1) % slots_h, 0, 0],
-                           &y[t, 0, 0], lengths_p, t)
+        if parts == 1:
+            forward_rows(<const floating*> NULL, &part_args[0])
+        else:
+            run_parts(forward_part_thread, part_args, sizeof(ForwardPart), parts, locks)
+    free_locks(locks, parts)
+    free(packed_ih)
+    free(packed_a)
+    free(packed_b)
+
+
+cdef struct BackwardPart:
+    bint is_double, reset_after, has_dy
+    Py_ssize_t T, B, H, b0, b1
+    const void* dy
+    const void* w_hh
+    const void* packed_a
+    const void* packed_b
+    const void* gates
+    const void* hidden_n
+    const void* hs
+    const Py_ssize_t* lengths
+    void* dh
+    void* d_gates
+    void* d_aux
+    PyThread_type_lock done
+
+
+cdef void backward_rows(const floating* kind, BackwardPart* p) noexcept nogil:
+    """The backward loop over all T steps for batch rows b0:b1 (see `backward`)."""
+    cdef Py_ssize_t T = p.T, B = p.B, H = p.H, G = 3 * H, b0 = p.b0, rows = p.b1 - p.b0, t
+    cdef const floating* w_hh = <const floating*> p.w_hh
+    cdef const floating* packed_a = <const floating*> p.packed_a
+    cdef const floating* packed_b = <const floating*> p.packed_b
+    cdef const floating* gates
+    cdef const floating* h_prev
+    cdef const Py_ssize_t* lengths = p.lengths + b0 if p.lengths != NULL else NULL
+    cdef floating* d_aux = <floating*> p.d_aux
+    cdef floating* dh_next = <floating*> p.dh + b0 * H
+    cdef floating* dh_prev = <floating*> p.dh + (B + b0) * H
+    cdef floating* swap
+    cdef floating* dg_t
+    for t in range(T - 1, -1, -1):
+        if p.has_dy:
+            # dh_next += dy[t] where step t is valid (y is 0, a constant, past the length)
+            add_valid_rows(rows, H, dh_next, <const floating*> p.dy + (t * B + b0) * H,
+                           lengths, t)
+        dg_t = <floating*> p.d_gates + (t * B + b0) * G
+        gates = <const floating*> p.gates + (t * B + b0) * G
+        h_prev = <const floating*> p.hs + (t * B + b0) * H
+        if p.reset_after:
+            cell_backward_reset_after(rows, H, dg_t, d_aux + (t * B + b0) * H, dh_prev,
+                                      dh_next, gates,
+                                      <const floating*> p.hidden_n + (t * B + b0) * H,
+                                      h_prev, lengths, t)
+            # dh_prev += d_gates[t] @ w_hh, (B, G) @ (G, H)
+            step_gemm(rows, H, G, dg_t, G, w_hh, H, packed_a, 1, dh_prev, H)
+        else:
+            cell_backward_zn(rows, H, dg_t, dh_prev, dh_next, gates, h_prev, lengths, t)
+            # d_rh = dn_pre @ w_hh[2H:], (B, H) @ (H, H)
+            step_gemm(rows, H, H, dg_t + 2 * H, G, w_hh + 2 * H * H, H, packed_b, 0,
+                      d_aux + b0 * H, H)
+            cell_backward_r(rows, H, dg_t, dh_prev, d_aux + b0 * H, gates, h_prev, lengths, t)
+            # dh_prev += d_gates[t][:, :2H] @ w_hh[:2H], (B, 2H) @ (2H, H)
+            step_gemm(rows, H, 2 * H, dg_t, G, w_hh, H, packed_a, 1, dh_prev, H)
+        swap = dh_next
+        dh_next = dh_prev
+        dh_prev = swap
+
+
+cdef void backward_part_thread(void* arg) noexcept nogil:
+    cdef BackwardPart* p = <BackwardPart*> arg
+    if p.is_double:
+        backward_rows(<const double*> NULL, p)
+    else:
+        backward_rows(<const float*> NULL, p)
+    if p.done != NULL:
+        PyThread_release_lock(p.done)
 
 
 def backward(const floating[:, :, ::1] dy, const floating[:, :, ::1] x,
@@ -360,7 +641,7 @@ def backward(const floating[:, :, ::1] dy, const floating[:, :, ::1] x,
              const floating[:, :, ::1] hs, const Py_ssize_t[::1] lengths, bint reset_after,
              floating[:, :, ::1] dh, floating[:, :, ::1] d_gates, floating[:, :, ::1] d_aux,
              floating[:, :, ::1] dx, floating[:, ::1] dw_ih, floating[:, ::1] dw_hh,
-             floating[::1] db_ih, floating[::1] db_hh):
+             floating[::1] db_ih, floating[::1] db_hh, bint small_gemm=False, int parts=1):
     """Backward through time of `forward` run with training slots (S_h = T + 1, S_n = T).
 
     dy (T, B, H), or (0, B, H) for "no gradient from y". w_ih (3H, I) and w_hh (3H, H) in
@@ -369,10 +650,13 @@ def backward(const floating[:, :, ::1] dy, const floating[:, :, ::1] x,
     Scratch kept until the whole-sequence GEMMs after the loop: d_gates (T, B, 3H), the gate
     gradients wrt W_h h + b_h; d_aux: reset_after=True, (T, B, H), dn_pre (the n block of the
     gradient wrt W_i x + b_i); reset_after=False, (1, B, H), d_rh of the current step.
-    Outputs dx, dw_ih, dw_hh, db_ih, db_hh are overwritten.
+    Outputs dx, dw_ih, dw_hh, db_ih, db_hh are overwritten. small_gemm: the per-step products
+    by the small GEMM on packed weights (where the CPU has it) instead of BLAS; parts > 1 (with
+    small_gemm): the loop over time runs on that many parts of the batch, each on a thread of
+    its own. The whole-sequence products after it are BLAS's, threaded as BLAS is set.
     """
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], I = x.shape[2]
-    cdef Py_ssize_t H = w_hh.shape[1], G = 3 * H, M = T * B, t
+    cdef Py_ssize_t H = w_hh.shape[1], G = 3 * H, M = T * B
     cdef const Py_ssize_t* lengths_p = &lengths[0] if lengths.shape[0] > 0 else NULL
     cdef const floating* w_ih_p = &w_ih[0, 0]
     cdef const floating* w_hh_p = &w_hh[0, 0]
@@ -380,35 +664,44 @@ def backward(const floating[:, :, ::1] dy, const floating[:, :, ::1] x,
     cdef const floating* hs_p = &hs[0, 0, 0]
     cdef floating* d_gates_p = &d_gates[0, 0, 0]
     cdef floating* d_aux_p = &d_aux[0, 0, 0]
-    cdef floating* dh_next = &dh[0, 0, 0]
-    cdef floating* dh_prev = &dh[1, 0, 0]
-    cdef floating* swap
-    cdef floating* dg_t
+    # packed_a: w_hh (G, H), or its rows [:2H] when not reset_after; packed_b: rows [2H:]
+    cdef floating* packed_a = packed_copy(small_gemm, G if reset_after else 2 * H, H, w_hh_p, H)
+    cdef floating* packed_b = packed_copy(small_gemm and not reset_after, H, H,
+                                          w_hh_p + 2 * H * H, H)
+    if packed_a == NULL or (not reset_after and packed_b == NULL):
+        parts = 1                   # the BLAS products thread themselves
+    parts = max(1, min(parts, 16, <int> B))
+    cdef BackwardPart part_args[16]
+    cdef PyThread_type_lock locks[16]
+    cdef int i
+    parts = allocate_locks(locks, parts)
+    for i in range(parts):
+        part_args[i].done = locks[i]
+        part_args[i].is_double = floating is double
+        part_args[i].reset_after = reset_after
+        part_args[i].has_dy = dy.shape[0] > 0
+        part_args[i].T, part_args[i].B, part_args[i].H = T, B, H
+        part_args[i].b0 = part_start(B, parts, i)
+        part_args[i].b1 = part_start(B, parts, i + 1)
+        part_args[i].dy = &dy[0, 0, 0] if dy.shape[0] > 0 else NULL
+        part_args[i].w_hh = w_hh_p
+        part_args[i].packed_a = packed_a
+        part_args[i].packed_b = packed_b
+        part_args[i].gates = &gates[0, 0, 0]
+        part_args[i].hidden_n = &hidden_n[0, 0, 0]
+        part_args[i].hs = hs_p
+        part_args[i].lengths = lengths_p
+        part_args[i].dh = &dh[0, 0, 0]
+        part_args[i].d_gates = d_gates_p
+        part_args[i].d_aux = d_aux_p
     with nogil:
-        for t in range(T - 1, -1, -1):
-            if dy.shape[0] > 0:
-                # dh_next += dy[t] where step t is valid (y is 0, a constant, past the length)
-                add_valid_rows(B, H, dh_next, &dy[t, 0, 0], lengths_p, t)
-            dg_t = d_gates_p + t * B * G
-            if reset_after:
-                cell_backward_reset_after(B, H, dg_t, d_aux_p + t * B * H, dh_prev, dh_next,
-                                          &gates[t, 0, 0], &hidden_n[t, 0, 0],
-                                          &hs[t, 0, 0], lengths_p, t)
-                # dh_prev += d_gates[t] @ w_hh, (B, G) @ (G, H)
-                gemm(False, False, B, H, G, 1, dg_t, G, w_hh_p, H, 1, dh_prev, H)
-            else:
-                cell_backward_zn(B, H, dg_t, dh_prev, dh_next, &gates[t, 0, 0],
-                                 &hs[t, 0, 0], lengths_p, t)
-                # d_rh = dn_pre @ w_hh[2H:], (B, H) @ (H, H)
-                gemm(False, False, B, H, H, 1, dg_t + 2 * H, G, w_hh_p + 2 * H * H, H, 0,
-                     d_aux_p, H)
-                cell_backward_r(B, H, dg_t, dh_prev, d_aux_p, &gates[t, 0, 0], &hs[t, 0, 0],
-                                lengths_p, t)
-                # dh_prev += d_gates[t][:, :2H] @ w_hh[:2H], (B, 2H) @ (2H, H)
-                gemm(False, False, B, H, 2 * H, 1, dg_t, G, w_hh_p, H, 1, dh_prev, H)
-            swap = dh_next
-            dh_next = dh_prev
-            dh_prev = swap
+        if parts == 1:
+            backward_rows(<const floating*> NULL, &part_args[0])
+        else:
+            run_parts(backward_part_thread, part_args, sizeof(BackwardPart), parts, locks)
+        free_locks(locks, parts)
+        free(packed_a)
+        free(packed_b)
 
         # The weight and input gradients of all steps at once: X = x as (M, I), H_prev = hs[:T]
         # as (M, H), D = d_gates as (M, G).
@@ -463,3 +756,20 @@ def cell_math_for_tests(const floating[::1] v):
             sigmoid_out[i] = cgru_sigmoid(v[i])
             tanh_out[i] = cgru_tanh(v[i])
     return exp_v, sigmoid_v, tanh_v
+
+
+def small_gemm_for_tests(const floating[:, ::1] a, const floating[:, ::1] b, floating[:, ::1] c,
+                         double beta):
+    """c := a @ b + beta * c through pack_b and the small GEMM (for the tests only; needs
+    SMALL_GEMM_AVAILABLE)."""
+    if not cgru_small_gemm_available():
+        raise RuntimeError("this CPU cannot run the small GEMM (no AVX-512)")
+    cdef Py_ssize_t M = c.shape[0], N = c.shape[1], K = a.shape[1]
+    cdef floating* packed = packed_copy(True, K, N, &b[0, 0], N)
+    if packed == NULL:
+        raise MemoryError("no memory for the packed operand")
+    if floating is float:
+        small_gemm_f32(M, N, K, &a[0, 0], K, packed, <float> beta, &c[0, 0], N)
+    else:
+        small_gemm_f64(M, N, K, &a[0, 0], K, packed, beta, &c[0, 0], N)
+    free(packed)

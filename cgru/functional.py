@@ -9,6 +9,7 @@ import numpy as np
 
 from cgru import _gru
 from cgru._pool import POOL
+from cgru._threads import blas_threads
 from cgru._reference import GRUGrads
 
 __all__ = ["gru_forward", "gru_backward", "GRUGrads", "GRUCache", "GRUCell"]
@@ -112,6 +113,33 @@ def _inference_chunk(T, B):
     return max(1, min(T, -(-_CHUNK_ROWS // B)))
 
 
+# A call's products: the small GEMM (cgru/_gemm_template.h) on parts of the batch, one thread
+# each, or BLAS. Measured on the benchmark shapes (AVX-512, float32): at one thread the small
+# GEMM runs the per-step products at the core's peak, 1.3-1.6x OpenBLAS for B = 32-64; with
+# more threads, parts of the batch on threads of their own beat OpenBLAS threading each
+# product. Below _PARTS_MIN_FLOPS a call is too short to start threads for (tens of us), and
+# a part has at least _PART_MIN_ROWS rows (the register tile).
+_PARTS_MIN_FLOPS = 20e6
+_PART_MIN_ROWS = 8
+# (small_gemm, parts) forced for every call, or None for the rules of _plan (tests set it).
+_PLAN_OVERRIDE = None
+
+
+def _plan(T, B, I, H):
+    """(small_gemm, parts) for a call on x (T, B, I) with H units."""
+    if _PLAN_OVERRIDE is not None:
+        return _PLAN_OVERRIDE
+    if not _gru.SMALL_GEMM_AVAILABLE:
+        return False, 1
+    threads = blas_threads()
+    if threads == 1:
+        return True, 1
+    parts = min(threads, B // _PART_MIN_ROWS)
+    if parts >= 2 and 6.0 * T * B * H * (I + H) >= _PARTS_MIN_FLOPS:
+        return True, parts
+    return False, 1         # small calls, or batches too small to cut: threaded BLAS
+
+
 def _check_weights(w_ih, w_hh, b_ih, b_hh, I, dtype, dtype_from):
     """The four weights as float arrays of the PyTorch shapes for I input features, checked
     to share ``dtype`` (the dtype of the argument named ``dtype_from``)."""
@@ -176,10 +204,11 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, *, reset_after=True, lengths=None
         gates = POOL.empty((T if training else _inference_chunk(T, B), B, 3 * H), dtype)
         hidden_n = POOL.empty((slots_n, B, H), dtype)
         gates_h = np.empty((B, 3 * H), dtype)
+        small_gemm, parts = _plan(T, B, I, H)
         _gru.forward(x, np.ascontiguousarray(w_ih.T), np.ascontiguousarray(w_hh.T),
                      np.ascontiguousarray(b_ih), np.ascontiguousarray(b_hh),
                      _NO_LENGTHS if lengths is None else lengths, bool(reset_after),
-                     gates, hidden_n, hs, gates_h, y)
+                     gates, hidden_n, hs, gates_h, y, small_gemm, parts)
     else:
         gates = np.empty((T, B, 3 * H), dtype)
         hidden_n = np.empty((slots_n, B, H), dtype)
@@ -235,9 +264,10 @@ def gru_backward(dy, dh_n, cache):
     dy = np.empty((0, B, H), dtype) if dy is None else np.ascontiguousarray(dy)
     d_gates = POOL.empty((T, B, 3 * H), dtype)
     d_aux = POOL.empty((T if cache.reset_after else 1, B, H), dtype)
+    small_gemm, parts = _plan(T, B, I, H)
     _gru.backward(dy, cache.x, cache.w_ih, cache.w_hh, cache.gates, cache.hidden_n, cache.hs,
                   _NO_LENGTHS if cache.lengths is None else cache.lengths, cache.reset_after,
-                  dh, d_gates, d_aux, dx, dw_ih, dw_hh, db_ih, db_hh)
+                  dh, d_gates, d_aux, dx, dw_ih, dw_hh, db_ih, db_hh, small_gemm, parts)
     return GRUGrads(dx, dh[T % 2].copy(), dw_ih, dw_hh, db_ih, db_hh)
 
 

@@ -1,0 +1,97 @@
+"""The kernels' ways of doing the products: BLAS, the small GEMM (cgru/_gemm_template.h), and
+the small GEMM on parts of the batch in threads of their own. Each must give the reference's
+numbers, whatever the machine's own choice (functional._plan) would be."""
+import itertools
+
+import numpy as np
+import pytest
+
+import cgru
+from cgru import _gru, _reference, functional
+from conftest import make_gru_inputs
+
+PLANS = [(False, 1), (True, 1), (True, 2), (True, 3), (True, 16)]
+TOL = {np.float32: dict(rtol=2e-4, atol=2e-5), np.float64: dict(rtol=1e-10, atol=1e-12)}
+needs_small_gemm = pytest.mark.skipif(not _gru.SMALL_GEMM_AVAILABLE,
+                                      reason="the CPU has no AVX-512: BLAS does every product")
+
+
+@pytest.fixture(params=PLANS, ids=lambda plan: f"small{int(plan[0])}-parts{plan[1]}")
+def plan(request, monkeypatch):
+    monkeypatch.setattr(functional, "_PLAN_OVERRIDE", request.param)
+    return request.param
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("reset_after", [True, False])
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (5, 3, 4, 5), (6, 17, 3, 13), (4, 40, 20, 32),
+                                   (3, 9, 7, 40)])
+@pytest.mark.parametrize("with_lengths", [False, True])
+def test_every_plan_matches_the_reference(plan, dtype, reset_after, shape, with_lengths, rng):
+    T, B, I, H = shape
+    args = make_gru_inputs(rng, T, B, I, H, dtype)
+    lengths = None
+    if with_lengths:
+        lengths = rng.integers(0, T + 1, size=B)
+        lengths[0] = T
+        lengths[-1] = 0
+    dy = rng.standard_normal((T, B, H)).astype(dtype)
+    dh_n = rng.standard_normal((B, H)).astype(dtype)
+    y, h_n, cache = cgru.gru_forward(*args, reset_after=reset_after, lengths=lengths)
+    y_ref, h_n_ref, cache_ref = _reference.gru_forward(*args, reset_after=reset_after,
+                                                       lengths=lengths)
+    np.testing.assert_allclose(y, y_ref, **TOL[dtype])
+    np.testing.assert_allclose(h_n, h_n_ref, **TOL[dtype])
+    y_infer, h_n_infer, _ = cgru.gru_forward(*args, reset_after=reset_after, lengths=lengths,
+                                             training=False)
+    np.testing.assert_allclose(y_infer, y_ref, **TOL[dtype])
+    np.testing.assert_allclose(h_n_infer, h_n_ref, **TOL[dtype])
+    grads = cgru.gru_backward(dy, dh_n, cache)
+    grads_ref = _reference.gru_backward(dy, dh_n, cache_ref)
+    for name in cgru.GRUGrads._fields:
+        np.testing.assert_allclose(getattr(grads, name), getattr(grads_ref, name),
+                                   err_msg=name, **TOL[dtype])
+
+
+@needs_small_gemm
+@pytest.mark.parametrize("reset_after", [True, False])
+def test_parts_give_the_numbers_of_one_part(reset_after, rng, monkeypatch):
+    """The rows of a batch never meet: cutting it changes no bit."""
+    args = make_gru_inputs(rng, 7, 37, 6, 24)
+    lengths = rng.integers(0, 8, size=37)
+    dy = rng.standard_normal((7, 37, 24)).astype(np.float32)
+    results = []
+    for parts in (1, 2, 5):
+        monkeypatch.setattr(functional, "_PLAN_OVERRIDE", (True, parts))
+        y, h_n, cache = cgru.gru_forward(*args, reset_after=reset_after, lengths=lengths)
+        results.append([y, h_n] + list(cgru.gru_backward(dy, None, cache)))
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            np.testing.assert_array_equal(a, b)
+
+
+@needs_small_gemm
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_small_gemm_matches_numpy(dtype, rng):
+    """Rows around the register tile (8), columns around a panel (32 floats, 16 doubles)."""
+    sizes_m, sizes_n, sizes_k = [1, 2, 7, 8, 9, 17, 64], [1, 5, 16, 31, 32, 33, 100], [1, 3, 129]
+    for m, n, k in itertools.product(sizes_m, sizes_n, sizes_k):
+        a = rng.standard_normal((m, k)).astype(dtype)
+        b = rng.standard_normal((k, n)).astype(dtype)
+        for beta in (0.0, 1.0, 0.5):
+            c = rng.standard_normal((m, n)).astype(dtype)
+            want = a.astype(np.float64) @ b + beta * c
+            _gru.small_gemm_for_tests(a, b, c, beta)
+            np.testing.assert_allclose(c, want, err_msg=f"{m}x{k} @ {k}x{n}, beta {beta}",
+                                       **TOL[dtype])
+
+
+def test_plan_rules(monkeypatch):
+    monkeypatch.setattr(functional, "_PLAN_OVERRIDE", None)
+    monkeypatch.setattr(functional, "blas_threads", lambda: 1)
+    assert functional._plan(100, 64, 128, 256) == (_gru.SMALL_GEMM_AVAILABLE, 1)
+    monkeypatch.setattr(functional, "blas_threads", lambda: 2)
+    big = functional._plan(100, 64, 128, 256)
+    assert big == ((True, 2) if _gru.SMALL_GEMM_AVAILABLE else (False, 1))
+    assert functional._plan(10, 32, 20, 32) == (False, 1)      # too short to start a thread
+    assert functional._plan(100, 12, 128, 256) == (False, 1)   # too few rows to cut
