@@ -570,6 +570,7 @@ cdef struct BackwardPart:
     bint is_double, reset_after, has_dy
     Py_ssize_t T, B, H, b0, b1
     const void* dy
+    const void* w_ih
     const void* w_hh
     const void* packed_a
     const void* packed_b
@@ -580,13 +581,25 @@ cdef struct BackwardPart:
     void* dh
     void* d_gates
     void* d_aux
+    # dx by the small GEMM, a step at a time while the step's gate gradients are in cache
+    # (NULL: BLAS after the loop); packed_ih_a: w_ih (G, I), or its rows [:2H] when
+    # reset_after; packed_ih_b: its rows [2H:] (reset_after)
+    void* dx
+    Py_ssize_t n_input
+    const void* packed_ih_a
+    const void* packed_ih_b
     PyThread_type_lock done
 
 
 cdef void backward_rows(const floating* kind, BackwardPart* p) noexcept nogil:
     """The backward loop over all T steps for batch rows b0:b1 (see `backward`)."""
     cdef Py_ssize_t T = p.T, B = p.B, H = p.H, G = 3 * H, b0 = p.b0, rows = p.b1 - p.b0, t
+    cdef Py_ssize_t I = p.n_input
     cdef const floating* w_hh = <const floating*> p.w_hh
+    cdef const floating* w_ih = <const floating*> p.w_ih
+    cdef const floating* packed_ih_a = <const floating*> p.packed_ih_a
+    cdef const floating* packed_ih_b = <const floating*> p.packed_ih_b
+    cdef floating* dx_t
     cdef const floating* packed_a = <const floating*> p.packed_a
     cdef const floating* packed_b = <const floating*> p.packed_b
     cdef const floating* gates
@@ -620,6 +633,16 @@ cdef void backward_rows(const floating* kind, BackwardPart* p) noexcept nogil:
             cell_backward_r(rows, H, dg_t, dh_prev, d_aux + b0 * H, gates, h_prev, lengths, t)
             # dh_prev += d_gates[t][:, :2H] @ w_hh[:2H], (B, 2H) @ (2H, H)
             step_gemm(rows, H, 2 * H, dg_t, G, w_hh, H, packed_a, 1, dh_prev, H)
+        if p.dx != NULL:
+            dx_t = <floating*> p.dx + (t * B + b0) * I
+            if p.reset_after:
+                # dx[t] = d_gates[t][:, :2H] @ w_ih[:2H] + d_aux[t] @ w_ih[2H:]
+                step_gemm(rows, I, 2 * H, dg_t, G, w_ih, I, packed_ih_a, 0, dx_t, I)
+                step_gemm(rows, I, H, d_aux + (t * B + b0) * H, H, w_ih + 2 * H * I, I,
+                          packed_ih_b, 1, dx_t, I)
+            else:
+                # dx[t] = d_gates[t] @ w_ih, (B, G) @ (G, I)
+                step_gemm(rows, I, G, dg_t, G, w_ih, I, packed_ih_a, 0, dx_t, I)
         swap = dh_next
         dh_next = dh_prev
         dh_prev = swap
@@ -668,6 +691,13 @@ def backward(const floating[:, :, ::1] dy, const floating[:, :, ::1] x,
     cdef floating* packed_a = packed_copy(small_gemm, G if reset_after else 2 * H, H, w_hh_p, H)
     cdef floating* packed_b = packed_copy(small_gemm and not reset_after, H, H,
                                           w_hh_p + 2 * H * H, H)
+    # the same for w_ih (G, I): packed_ih_a its rows [:2H] when reset_after, else all of it;
+    # packed_ih_b its rows [2H:] when reset_after
+    cdef floating* packed_ih_a = packed_copy(small_gemm, 2 * H if reset_after else G, I,
+                                             w_ih_p, I)
+    cdef floating* packed_ih_b = packed_copy(small_gemm and reset_after, H, I,
+                                             w_ih_p + 2 * H * I, I)
+    cdef bint dx_in_loop = packed_ih_a != NULL and (not reset_after or packed_ih_b != NULL)
     if packed_a == NULL or (not reset_after and packed_b == NULL):
         parts = 1                   # the BLAS products thread themselves
     parts = max(1, min(parts, 16, <int> B))
@@ -694,6 +724,11 @@ def backward(const floating[:, :, ::1] dy, const floating[:, :, ::1] x,
         part_args[i].dh = &dh[0, 0, 0]
         part_args[i].d_gates = d_gates_p
         part_args[i].d_aux = d_aux_p
+        part_args[i].w_ih = w_ih_p
+        part_args[i].n_input = I
+        part_args[i].dx = &dx[0, 0, 0] if dx_in_loop else NULL
+        part_args[i].packed_ih_a = packed_ih_a
+        part_args[i].packed_ih_b = packed_ih_b
     with nogil:
         if parts == 1:
             backward_rows(<const floating*> NULL, &part_args[0])
@@ -702,6 +737,8 @@ def backward(const floating[:, :, ::1] dy, const floating[:, :, ::1] x,
         free_locks(locks, parts)
         free(packed_a)
         free(packed_b)
+        free(packed_ih_a)
+        free(packed_ih_b)
 
         # The weight and input gradients of all steps at once: X = x as (M, I), H_prev = hs[:T]
         # as (M, H), D = d_gates as (M, G).
@@ -711,10 +748,11 @@ def backward(const floating[:, :, ::1] dy, const floating[:, :, ::1] x,
             # dw_ih[:2H] = D[:, :2H]^T @ X and dw_ih[2H:] = d_aux^T @ X, (., M) @ (M, I)
             gemm(True, False, 2 * H, I, M, 1, d_gates_p, G, x_p, I, 0, &dw_ih[0, 0], I)
             gemm(True, False, H, I, M, 1, d_aux_p, H, x_p, I, 0, &dw_ih[2 * H, 0], I)
-            # dx = D[:, :2H] @ w_ih[:2H] + d_aux @ w_ih[2H:], (M, .) @ (., I)
-            gemm(False, False, M, I, 2 * H, 1, d_gates_p, G, w_ih_p, I, 0, &dx[0, 0, 0], I)
-            gemm(False, False, M, I, H, 1, d_aux_p, H, w_ih_p + 2 * H * I, I, 1,
-                 &dx[0, 0, 0], I)
+            if not dx_in_loop:
+                # dx = D[:, :2H] @ w_ih[:2H] + d_aux @ w_ih[2H:], (M, .) @ (., I)
+                gemm(False, False, M, I, 2 * H, 1, d_gates_p, G, w_ih_p, I, 0, &dx[0, 0, 0], I)
+                gemm(False, False, M, I, H, 1, d_aux_p, H, w_ih_p + 2 * H * I, I, 1,
+                     &dx[0, 0, 0], I)
             column_sums(M, G, d_gates_p, G, &db_hh[0])
             column_sums(M, 2 * H, d_gates_p, G, &db_ih[0])
             column_sums(M, H, d_aux_p, H, &db_ih[2 * H])
@@ -725,7 +763,8 @@ def backward(const floating[:, :, ::1] dy, const floating[:, :, ::1] x,
                  &dw_hh[2 * H, 0], H)
             # dw_ih = D^T @ X, (G, M) @ (M, I); dx = D @ w_ih, (M, G) @ (G, I)
             gemm(True, False, G, I, M, 1, d_gates_p, G, x_p, I, 0, &dw_ih[0, 0], I)
-            gemm(False, False, M, I, G, 1, d_gates_p, G, w_ih_p, I, 0, &dx[0, 0, 0], I)
+            if not dx_in_loop:
+                gemm(False, False, M, I, G, 1, d_gates_p, G, w_ih_p, I, 0, &dx[0, 0, 0], I)
             column_sums(M, G, d_gates_p, G, &db_ih[0])
             memcpy(&db_hh[0], &db_ih[0], G * sizeof(floating))
 
