@@ -43,12 +43,15 @@ static void CGRU_NAME(pack_b)(Py_ssize_t K, Py_ssize_t N, const real *restrict B
     }
 }
 
-/* C (M, N) = A (M, K) @ B + beta * C with B packed by pack_b; M, N, K >= 1. A row block
- * shorter than MR (the last, when MR does not divide M) reads its last row again in the
- * missing places and does not store them; a panel narrower than NR stores only its columns. */
-CGRU_GEMM_TARGET static void CGRU_NAME(small_gemm)(
-    Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const real *restrict A, Py_ssize_t lda,
-    const real *restrict Bp, real beta, real *restrict C, Py_ssize_t ldc)
+/* C (M, N) = op(A) @ B + beta * C with B (K, N) packed by pack_b; M, N, K >= 1. op(A) is
+ * A (M, K; row stride lda) or, when trans_a, A^T for A stored (K, M; row stride lda): element
+ * (i, k) of op(A) is a[i * a_row + k * a_col]. A row block shorter than MR (the last, when MR
+ * does not divide M) reads its last row again in the missing places and does not store them;
+ * a panel narrower than NR stores only its columns. Inlined into two callers, one per layout
+ * of A, so that the strides are constants there. */
+static inline __attribute__((always_inline)) void CGRU_NAME(gemm_tiles)(
+    Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const real *restrict A, Py_ssize_t a_row,
+    Py_ssize_t a_col, const real *restrict Bp, real beta, real *restrict C, Py_ssize_t ldc)
 {
     for (Py_ssize_t j0 = 0; j0 < N; j0 += NR) {
         const real *restrict panel = Bp + j0 * K;
@@ -57,7 +60,7 @@ CGRU_GEMM_TARGET static void CGRU_NAME(small_gemm)(
             const Py_ssize_t rows = M - i0 < MR ? M - i0 : MR;
             const real *a[MR];
             for (Py_ssize_t r = 0; r < MR; r++)
-                a[r] = A + (i0 + (r < rows ? r : rows - 1)) * lda;
+                a[r] = A + (i0 + (r < rows ? r : rows - 1)) * a_row;
             CGRU_NAME(vec) acc[MR][2];
             for (Py_ssize_t r = 0; r < MR; r++)
                 acc[r][0] = acc[r][1] = (CGRU_NAME(vec)) {0};
@@ -66,7 +69,7 @@ CGRU_GEMM_TARGET static void CGRU_NAME(small_gemm)(
                 memcpy(&b0, panel + k * NR, sizeof b0);
                 memcpy(&b1, panel + k * NR + VL, sizeof b1);
                 for (Py_ssize_t r = 0; r < MR; r++) {
-                    const real a_rk = a[r][k];
+                    const real a_rk = a[r][k * a_col];
                     acc[r][0] += a_rk * b0;
                     acc[r][1] += a_rk * b1;
                 }
@@ -92,6 +95,49 @@ CGRU_GEMM_TARGET static void CGRU_NAME(small_gemm)(
                 }
             }
         }
+    }
+}
+
+/* C (M, N) = A (M, K; lda) @ B + beta * C, B packed by pack_b. */
+CGRU_GEMM_TARGET static void CGRU_NAME(small_gemm)(
+    Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const real *restrict A, Py_ssize_t lda,
+    const real *restrict Bp, real beta, real *restrict C, Py_ssize_t ldc)
+{
+    CGRU_NAME(gemm_tiles)(M, N, K, A, lda, 1, Bp, beta, C, ldc);
+}
+
+/* C (M, N) = A^T @ B + beta * C for A stored (K, M; lda), B packed by pack_b. */
+CGRU_GEMM_TARGET static void CGRU_NAME(small_gemm_ta)(
+    Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const real *restrict A, Py_ssize_t lda,
+    const real *restrict Bp, real beta, real *restrict C, Py_ssize_t ldc)
+{
+    CGRU_NAME(gemm_tiles)(M, N, K, A, 1, lda, Bp, beta, C, ldc);
+}
+
+/* C (M, N) = A^T @ B + beta * C for A stored (K, M; lda) and Bp = pack_blocks(B) (K, N):
+ * one small_gemm_ta a block of kb rows of K, so that a block's panels and rows of A stay in
+ * cache (K is T*B, thousands, in a weight gradient). */
+static void CGRU_NAME(gemm_ta_blocks)(
+    Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, Py_ssize_t kb, const real *A, Py_ssize_t lda,
+    const real *Bp, real beta, real *C, Py_ssize_t ldc)
+{
+    const Py_ssize_t padded = (N + NR - 1) / NR * NR;
+    for (Py_ssize_t k0 = 0; k0 < K; k0 += kb) {
+        const Py_ssize_t rows = K - k0 < kb ? K - k0 : kb;
+        CGRU_NAME(small_gemm_ta)(M, N, rows, A + k0 * lda, lda, Bp + k0 * padded,
+                                 k0 == 0 ? beta : 1, C, ldc);
+    }
+}
+
+/* Bp := B (K, N; ldb) packed a block of kb rows at a time, for gemm_ta_blocks: block k0 is
+ * pack_b of rows k0:k0+kb at Bp + k0 * (N rounded up to NR). packed_size(K, N) numbers. */
+static void CGRU_NAME(pack_blocks)(Py_ssize_t K, Py_ssize_t N, Py_ssize_t kb,
+                                   const real *B, Py_ssize_t ldb, real *Bp)
+{
+    const Py_ssize_t padded = (N + NR - 1) / NR * NR;
+    for (Py_ssize_t k0 = 0; k0 < K; k0 += kb) {
+        const Py_ssize_t rows = K - k0 < kb ? K - k0 : kb;
+        CGRU_NAME(pack_b)(rows, N, B + k0 * ldb, ldb, Bp + k0 * padded);
     }
 }
 

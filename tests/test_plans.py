@@ -86,6 +86,19 @@ def test_small_gemm_matches_numpy(dtype, rng):
                                        **TOL[dtype])
 
 
+@needs_small_gemm
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_blocked_transposed_gemm_matches_numpy(dtype, rng):
+    """The weight gradients' product a^T @ b, K cut in blocks (kb not dividing K, and 1)."""
+    for (m, n, k), kb in itertools.product([(1, 1, 1), (9, 33, 70), (24, 5, 513)], [1, 7, 512]):
+        a = rng.standard_normal((k, m)).astype(dtype)
+        b = rng.standard_normal((k, n)).astype(dtype)
+        c = rng.standard_normal((m, n)).astype(dtype)
+        want = a.T.astype(np.float64) @ b + 0.5 * c
+        _gru.gemm_ta_for_tests(a, b, c, 0.5, kb)
+        np.testing.assert_allclose(c, want, err_msg=f"{m}, {n}, {k}, kb {kb}", **TOL[dtype])
+
+
 def test_plan_rules(monkeypatch):
     monkeypatch.setattr(functional, "_PLAN_OVERRIDE", None)
     monkeypatch.setattr(functional, "blas_threads", lambda: 1)
