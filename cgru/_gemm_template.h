@@ -114,32 +114,5 @@ CGRU_GEMM_TARGET static void CGRU_NAME(small_gemm_ta)(
     CGRU_NAME(gemm_tiles)(M, N, K, A, 1, lda, Bp, beta, C, ldc);
 }
 
-/* C (M, N) = A^T @ B + beta * C for A stored (K, M; lda) and Bp = pack_blocks(B) (K, N):
- * one small_gemm_ta a block of kb rows of K, so that a block's panels and rows of A stay in
- * cache (K is T*B, thousands, in a weight gradient). */
-static void CGRU_NAME(gemm_ta_blocks)(
-    Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, Py_ssize_t kb, const real *A, Py_ssize_t lda,
-    const real *Bp, real beta, real *C, Py_ssize_t ldc)
-{
-    const Py_ssize_t padded = (N + NR - 1) / NR * NR;
-    for (Py_ssize_t k0 = 0; k0 < K; k0 += kb) {
-        const Py_ssize_t rows = K - k0 < kb ? K - k0 : kb;
-        CGRU_NAME(small_gemm_ta)(M, N, rows, A + k0 * lda, lda, Bp + k0 * padded,
-                                 k0 == 0 ? beta : 1, C, ldc);
-    }
-}
-
-/* Bp := B (K, N; ldb) packed a block of kb rows at a time, for gemm_ta_blocks: block k0 is
- * pack_b of rows k0:k0+kb at Bp + k0 * (N rounded up to NR). packed_size(K, N) numbers. */
-static void CGRU_NAME(pack_blocks)(Py_ssize_t K, Py_ssize_t N, Py_ssize_t kb,
-                                   const real *B, Py_ssize_t ldb, real *Bp)
-{
-    const Py_ssize_t padded = (N + NR - 1) / NR * NR;
-    for (Py_ssize_t k0 = 0; k0 < K; k0 += kb) {
-        const Py_ssize_t rows = K - k0 < kb ? K - k0 : kb;
-        CGRU_NAME(pack_b)(rows, N, B + k0 * ldb, ldb, Bp + k0 * padded);
-    }
-}
-
 #undef VL
 #undef NR

@@ -192,16 +192,12 @@ cdef extern from "_gemm.h":
     void small_gemm_f64(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const double* A,
                         Py_ssize_t lda, const double* Bp, double beta, double* C,
                         Py_ssize_t ldc) noexcept nogil
-    void pack_blocks_f32(Py_ssize_t K, Py_ssize_t N, Py_ssize_t kb, const float* B,
-                         Py_ssize_t ldb, float* Bp) noexcept nogil
-    void pack_blocks_f64(Py_ssize_t K, Py_ssize_t N, Py_ssize_t kb, const double* B,
-                         Py_ssize_t ldb, double* Bp) noexcept nogil
-    void gemm_ta_blocks_f32(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, Py_ssize_t kb,
-                            const float* A, Py_ssize_t lda, const float* Bp, float beta,
-                            float* C, Py_ssize_t ldc) noexcept nogil
-    void gemm_ta_blocks_f64(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, Py_ssize_t kb,
-                            const double* A, Py_ssize_t lda, const double* Bp, double beta,
-                            double* C, Py_ssize_t ldc) noexcept nogil
+    void small_gemm_ta_f32(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const float* A,
+                           Py_ssize_t lda, const float* Bp, float beta, float* C,
+                           Py_ssize_t ldc) noexcept nogil
+    void small_gemm_ta_f64(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const double* A,
+                           Py_ssize_t lda, const double* Bp, double beta, double* C,
+                           Py_ssize_t ldc) noexcept nogil
 
 # Can this CPU run the small GEMM (AVX-512)?
 SMALL_GEMM_AVAILABLE = bool(cgru_small_gemm_available())
@@ -669,16 +665,19 @@ cdef void backward_part_thread(void* arg) noexcept nogil:
 
 
 # The weight gradients after the backward loop, by the small GEMM: jobs of the form
-# C = A^T @ B (A (K, rows) with leading dimension lda, K = T*B, B packed in blocks of K) and
-# sums = A's column sums (the bias gradients). Each part takes its share of every job's rows
-# (gates), so no two parts write the same numbers.
+# C = A^T @ B (A (K, rows), B (K, n), leading dimensions lda and n, K = T*B) and
+# sums = A's column sums (the bias gradients), in blocks of WEIGHT_KB rows of K. Each part
+# takes its share of every job's rows (gates), so no two parts write the same numbers, and
+# packs each block of B into scratch of its own just before using it (the parts pack the
+# same blocks, at the same time: no more wall time than one packing, and no (K, n) copy).
 cdef enum:
     WEIGHT_KB = 512         # rows of K a block: measured 100 GFLOP/s (256-1024 within 3%)
 
 cdef struct WeightJob:
     const void* a
+    const void* b
     Py_ssize_t lda, rows, n
-    const void* packed
+    int b_index             # which of the part's packed blocks holds b (jobs share b)
     void* c
     void* sums
 
@@ -688,30 +687,53 @@ cdef struct WeightPart:
     Py_ssize_t K
     int n_jobs, part, parts
     WeightJob jobs[3]
+    void* scratch           # WEIGHT_KB * padded n numbers for each distinct b, one after another
+    Py_ssize_t b_offsets[3]
     PyThread_type_lock done
 
 
 cdef void weight_rows(const floating* kind, WeightPart* p) noexcept nogil:
     cdef int j
-    cdef Py_ssize_t g0, g1
+    cdef Py_ssize_t g0, g1, k0, kb, i, g
     cdef WeightJob* job
-    for j in range(p.n_jobs):
-        job = &p.jobs[j]
-        g0 = part_start(job.rows, p.parts, p.part)
-        g1 = part_start(job.rows, p.parts, p.part + 1)
-        if g1 <= g0:
-            continue
-        if floating is float:
-            gemm_ta_blocks_f32(g1 - g0, job.n, p.K, WEIGHT_KB, <const float*> job.a + g0,
-                               job.lda, <const float*> job.packed, 0,
-                               <float*> job.c + g0 * job.n, job.n)
-        else:
-            gemm_ta_blocks_f64(g1 - g0, job.n, p.K, WEIGHT_KB, <const double*> job.a + g0,
-                               job.lda, <const double*> job.packed, 0,
-                               <double*> job.c + g0 * job.n, job.n)
-        if job.sums != NULL:
-            column_sums(p.K, g1 - g0, <const floating*> job.a + g0, job.lda,
-                        <floating*> job.sums + g0)
+    cdef floating* packed
+    cdef const floating* a
+    cdef floating* sums
+    cdef Py_ssize_t n_blocks = (p.K + WEIGHT_KB - 1) // WEIGHT_KB, block
+    for block in range(n_blocks):
+        k0 = block * WEIGHT_KB
+        kb = min(<Py_ssize_t> WEIGHT_KB, p.K - k0)
+        for j in range(p.n_jobs):           # pack each distinct b's block once
+            job = &p.jobs[j]
+            if j == 0 or job.b != p.jobs[j - 1].b:
+                packed = <floating*> p.scratch + p.b_offsets[job.b_index]
+                if floating is float:
+                    pack_b_f32(kb, job.n, <const float*> job.b + k0 * job.n, job.n, packed)
+                else:
+                    pack_b_f64(kb, job.n, <const double*> job.b + k0 * job.n, job.n, packed)
+        for j in range(p.n_jobs):
+            job = &p.jobs[j]
+            g0 = part_start(job.rows, p.parts, p.part)
+            g1 = part_start(job.rows, p.parts, p.part + 1)
+            if g1 <= g0:
+                continue
+            a = <const floating*> job.a + k0 * job.lda + g0
+            packed = <floating*> p.scratch + p.b_offsets[job.b_index]
+            # c[g0:g1] (+)= a[k0:k0 + kb, g0:g1]^T @ b[k0:k0 + kb]
+            if floating is float:
+                small_gemm_ta_f32(g1 - g0, job.n, kb, a, job.lda, packed, 0 if k0 == 0 else 1,
+                                  <float*> job.c + g0 * job.n, job.n)
+            else:
+                small_gemm_ta_f64(g1 - g0, job.n, kb, a, job.lda, packed, 0 if k0 == 0 else 1,
+                                  <double*> job.c + g0 * job.n, job.n)
+            if job.sums != NULL:
+                sums = <floating*> job.sums
+                if k0 == 0:
+                    for g in range(g0, g1):
+                        sums[g] = 0
+                for i in range(kb):
+                    for g in range(g1 - g0):
+                        sums[g0 + g] += a[i * job.lda + g]
 
 
 cdef void weight_part_thread(void* arg) noexcept nogil:
@@ -724,22 +746,10 @@ cdef void weight_part_thread(void* arg) noexcept nogil:
         PyThread_release_lock(p.done)
 
 
-cdef floating* packed_blocks(Py_ssize_t K, Py_ssize_t N, const floating* b) noexcept nogil:
-    """b (K, N) packed for gemm_ta_blocks, to free() after use; NULL when out of memory."""
-    cdef Py_ssize_t size = packed_size_f32(K, N) if floating is float else packed_size_f64(K, N)
-    cdef floating* packed = <floating*> malloc(size * sizeof(floating))
-    if packed != NULL:
-        if floating is float:
-            pack_blocks_f32(K, N, WEIGHT_KB, b, N, packed)
-        else:
-            pack_blocks_f64(K, N, WEIGHT_KB, b, N, packed)
-    return packed
-
-
-cdef void set_job(WeightJob* job, const void* a, Py_ssize_t lda, Py_ssize_t rows, Py_ssize_t n,
-                  const void* packed, void* c, void* sums) noexcept nogil:
-    job.a, job.lda, job.rows, job.n = a, lda, rows, n
-    job.packed, job.c, job.sums = packed, c, sums
+cdef void set_job(WeightJob* job, const void* a, Py_ssize_t lda, Py_ssize_t rows,
+                  const void* b, Py_ssize_t n, int b_index, void* c, void* sums) noexcept nogil:
+    job.a, job.lda, job.rows, job.b, job.n, job.b_index = a, lda, rows, b, n, b_index
+    job.c, job.sums = c, sums
 
 
 cdef bint weight_gradients(
@@ -750,37 +760,43 @@ cdef bint weight_gradients(
     """dw_ih, dw_hh, db_ih, db_hh of `backward` by the small GEMM on `parts` threads; False
     (nothing written) when out of memory, and the caller uses BLAS."""
     cdef Py_ssize_t G = 3 * H
-    cdef floating* packed_x = packed_blocks(M, I, x)
-    cdef floating* packed_h = packed_blocks(M, H, hs)
-    cdef floating* packed_rh = NULL if reset_after else packed_blocks(M, H, hidden_n)
     cdef WeightPart part_args[16]
     cdef PyThread_type_lock locks[16]
+    cdef Py_ssize_t size_x, size_h, per_part
     cdef int i
-    if packed_x == NULL or packed_h == NULL or (not reset_after and packed_rh == NULL):
-        free(packed_x)
-        free(packed_h)
-        free(packed_rh)
+    if floating is float:
+        size_x, size_h = packed_size_f32(WEIGHT_KB, I), packed_size_f32(WEIGHT_KB, H)
+    else:
+        size_x, size_h = packed_size_f64(WEIGHT_KB, I), packed_size_f64(WEIGHT_KB, H)
+    per_part = size_x + size_h * (1 if reset_after else 2)
+    parts = max(1, min(parts, 16))
+    cdef floating* scratch = <floating*> malloc(parts * per_part * sizeof(floating))
+    if scratch == NULL:
         return False
-    parts = allocate_locks(locks, max(1, min(parts, 16)))
+    parts = allocate_locks(locks, parts)
     for i in range(parts):
         part_args[i].done = locks[i]
         part_args[i].is_double = floating is double
         part_args[i].K = M
         part_args[i].n_jobs = 3
         part_args[i].part, part_args[i].parts = i, parts
+        part_args[i].scratch = scratch + i * per_part
+        part_args[i].b_offsets[0] = 0                     # H_prev
+        part_args[i].b_offsets[1] = size_h                # X
+        part_args[i].b_offsets[2] = size_h + size_x       # r * H_prev (reset_after=False)
         if reset_after:
             # dw_hh = D^T @ H_prev; dw_ih[:2H] = D[:, :2H]^T @ X; dw_ih[2H:] = d_aux^T @ X
-            set_job(&part_args[i].jobs[0], d_gates, G, G, H, packed_h, dw_hh, db_hh)
-            set_job(&part_args[i].jobs[1], d_gates, G, 2 * H, I, packed_x, dw_ih, db_ih)
-            set_job(&part_args[i].jobs[2], d_aux, H, H, I, packed_x, dw_ih + 2 * H * I,
+            set_job(&part_args[i].jobs[0], d_gates, G, G, hs, H, 0, dw_hh, db_hh)
+            set_job(&part_args[i].jobs[1], d_gates, G, 2 * H, x, I, 1, dw_ih, db_ih)
+            set_job(&part_args[i].jobs[2], d_aux, H, H, x, I, 1, dw_ih + 2 * H * I,
                     db_ih + 2 * H)
         else:
-            # dw_hh[:2H] = D[:, :2H]^T @ H_prev; dw_hh[2H:] = D[:, 2H:]^T @ (r * H_prev);
-            # dw_ih = D^T @ X
-            set_job(&part_args[i].jobs[0], d_gates, G, 2 * H, H, packed_h, dw_hh, NULL)
-            set_job(&part_args[i].jobs[1], d_gates + 2 * H, G, H, H, packed_rh,
+            # dw_hh[:2H] = D[:, :2H]^T @ H_prev; dw_ih = D^T @ X;
+            # dw_hh[2H:] = D[:, 2H:]^T @ (r * H_prev)
+            set_job(&part_args[i].jobs[0], d_gates, G, 2 * H, hs, H, 0, dw_hh, NULL)
+            set_job(&part_args[i].jobs[1], d_gates, G, G, x, I, 1, dw_ih, db_ih)
+            set_job(&part_args[i].jobs[2], d_gates + 2 * H, G, H, hidden_n, H, 2,
                     dw_hh + 2 * H * H, NULL)
-            set_job(&part_args[i].jobs[2], d_gates, G, G, I, packed_x, dw_ih, db_ih)
     if parts == 1:
         weight_rows(<const floating*> NULL, &part_args[0])
     else:
@@ -788,9 +804,7 @@ cdef bint weight_gradients(
     free_locks(locks, parts)
     if not reset_after:
         memcpy(db_hh, db_ih, G * sizeof(floating))
-    free(packed_x)
-    free(packed_h)
-    free(packed_rh)
+    free(scratch)
     return True
 
 
@@ -955,31 +969,17 @@ def small_gemm_for_tests(const floating[:, ::1] a, const floating[:, ::1] b, flo
 
 
 def gemm_ta_for_tests(const floating[:, ::1] a, const floating[:, ::1] b, floating[:, ::1] c,
-                      double beta, Py_ssize_t kb, int reps=1):
-    """c := a^T @ b + beta * c through pack_blocks and gemm_ta_blocks, kb rows of K a block
-    (for the tests only; needs SMALL_GEMM_AVAILABLE). Returns the seconds of the last of reps
-    products (packing excluded)."""
-    from time import perf_counter
+                      double beta):
+    """c := a^T @ b + beta * c through pack_b and the small GEMM's transposed form (for the
+    tests only; needs SMALL_GEMM_AVAILABLE)."""
     if not cgru_small_gemm_available():
         raise RuntimeError("this CPU cannot run the small GEMM (no AVX-512)")
     cdef Py_ssize_t M = c.shape[0], N = c.shape[1], K = a.shape[0]
-    cdef Py_ssize_t size = packed_size_f32(K, N) if floating is float else packed_size_f64(K, N)
-    cdef floating* packed = <floating*> malloc(size * sizeof(floating))
+    cdef floating* packed = packed_copy(True, K, N, &b[0, 0], N)
     if packed == NULL:
         raise MemoryError("no memory for the packed operand")
     if floating is float:
-        pack_blocks_f32(K, N, kb, &b[0, 0], N, packed)
+        small_gemm_ta_f32(M, N, K, &a[0, 0], M, packed, <float> beta, &c[0, 0], N)
     else:
-        pack_blocks_f64(K, N, kb, &b[0, 0], N, packed)
-    cdef int i
-    cdef double t0 = 0
-    for i in range(reps):
-        t0 = perf_counter()
-        with nogil:
-            if floating is float:
-                gemm_ta_blocks_f32(M, N, K, kb, &a[0, 0], M, packed, <float> beta, &c[0, 0], N)
-            else:
-                gemm_ta_blocks_f64(M, N, K, kb, &a[0, 0], M, packed, beta, &c[0, 0], N)
-    t1 = perf_counter()
+        small_gemm_ta_f64(M, N, K, &a[0, 0], M, packed, beta, &c[0, 0], N)
     free(packed)
-    return t1 - t0
