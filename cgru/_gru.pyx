@@ -530,7 +530,7 @@ def forward(const floating[:, :, ::1] x, const floating[:, ::1] w_ih_t,
     cdef floating* packed_a = packed_copy(small_gemm, H, G if reset_after else 2 * H, w_hh_t_p, G)
     cdef floating* packed_b = packed_copy(small_gemm and not reset_after, H, H, w_hh_t_p + 2 * H,
                                           G)
-    if packed_a == NULL or (not reset_after and packed_b == NULL):
+    if packed_ih == NULL or packed_a == NULL or (not reset_after and packed_b == NULL):
         parts = 1                   # the BLAS products thread themselves
     parts = max(1, min(parts, 16, <int> B))
     cdef ForwardPart part_args[16]
