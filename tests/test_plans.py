@@ -108,3 +108,32 @@ def test_plan_rules(monkeypatch):
     assert big == ((True, 2) if _gru.SMALL_GEMM_AVAILABLE else (False, 1))
     assert functional._plan(10, 32, 20, 32) == (False, 1)      # too short to start a thread
     assert functional._plan(100, 12, 128, 256) == (False, 1)   # too few rows to cut
+
+
+def test_calls_from_several_threads_each_with_parts(monkeypatch):
+    """Kernel calls running at once, each cutting its batch over threads of its own."""
+    import threading
+    monkeypatch.setattr(functional, "_PLAN_OVERRIDE", (True, 3))
+    jobs = [make_gru_inputs(np.random.default_rng(seed), 12, 40, 6, 24) for seed in range(4)]
+
+    def run(args):
+        y, h_n, cache = cgru.gru_forward(*args)
+        return (y, h_n) + tuple(cgru.gru_backward(np.ones_like(y), h_n, cache))
+
+    sequential = [run(args) for args in jobs]
+    results = [[] for _ in jobs]
+
+    def worker(i):
+        for _ in range(4):
+            results[i].append(run(jobs[i]))
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(jobs))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for seq, runs in zip(sequential, results):
+        assert len(runs) == 4
+        for run_results in runs:
+            for a, b in zip(seq, run_results):
+                np.testing.assert_array_equal(a, b)
