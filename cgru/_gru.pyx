@@ -395,9 +395,18 @@ cdef extern from "pythread.h":
     unsigned long PyThread_start_new_thread(void (*)(void*) noexcept nogil, void*) noexcept nogil
 
 
+cdef struct PartHead:
+    # The first member of every part's arguments: which part of how many, its share of the
+    # rows, and the lock its thread releases when done (NULL for the calling thread's part).
+    int part, parts
+    Py_ssize_t b0, b1
+    PyThread_type_lock done
+
+
 cdef struct ForwardPart:
+    PartHead head
     bint is_double, reset_after
-    Py_ssize_t T, B, n_input, H, b0, b1, slots_g, slots_h, slots_n   # (I is a C macro)
+    Py_ssize_t T, B, n_input, H, slots_g, slots_h, slots_n   # (I is a C macro)
     const void* x
     const void* w_ih_t
     const void* packed_ih
@@ -412,13 +421,12 @@ cdef struct ForwardPart:
     void* hidden_n
     void* hs
     void* y
-    PyThread_type_lock done
 
 
 cdef void forward_rows(const floating* kind, ForwardPart* p) noexcept nogil:
     """The forward loop over all T steps for batch rows b0:b1 (see `forward`)."""
-    cdef Py_ssize_t T = p.T, B = p.B, I = p.n_input, H = p.H, G = 3 * H, b0 = p.b0
-    cdef Py_ssize_t rows = p.b1 - p.b0, t, s, steps
+    cdef Py_ssize_t T = p.T, B = p.B, I = p.n_input, H = p.H, G = 3 * H, b0 = p.head.b0
+    cdef Py_ssize_t rows = p.head.b1 - p.head.b0, t, s, steps
     cdef const floating* x = <const floating*> p.x
     cdef const floating* w_ih_t = <const floating*> p.w_ih_t
     cdef floating* gates = <floating*> p.gates
@@ -455,8 +463,8 @@ cdef void forward_part_thread(void* arg) noexcept nogil:
         forward_rows(<const double*> NULL, p)
     else:
         forward_rows(<const float*> NULL, p)
-    if p.done != NULL:
-        PyThread_release_lock(p.done)
+    if p.head.done != NULL:
+        PyThread_release_lock(p.head.done)
 
 
 cdef Py_ssize_t part_start(Py_ssize_t B, int parts, int i) noexcept nogil:
@@ -466,24 +474,6 @@ cdef Py_ssize_t part_start(Py_ssize_t B, int parts, int i) noexcept nogil:
         return B
     cdef Py_ssize_t start = B * i // parts
     return min(B, (start + 4) // 8 * 8) if B >= 8 * parts else start
-
-
-cdef int run_parts(void (*thread_main)(void*) noexcept nogil, void* parts_p, size_t part_size, int parts,
-                   PyThread_type_lock* locks) noexcept nogil:
-    """Runs thread_main on parts 1.. in new threads and on part 0 here, then waits for all.
-    Each part's lock (already allocated in locks[i]) is its `done` field's value. A part
-    whose thread cannot start runs here. Returns 0."""
-    cdef int i
-    cdef char* base = <char*> parts_p
-    for i in range(1, parts):
-        PyThread_acquire_lock(locks[i], 1)
-        if PyThread_start_new_thread(thread_main, base + i * part_size) == <unsigned long> -1:
-            thread_main(base + i * part_size)          # releases the lock itself
-    thread_main(base)
-    for i in range(1, parts):
-        PyThread_acquire_lock(locks[i], 1)             # the part is done
-        PyThread_release_lock(locks[i])
-    return 0
 
 
 cdef int allocate_locks(PyThread_type_lock* locks, int parts) noexcept nogil:
@@ -502,6 +492,34 @@ cdef void free_locks(PyThread_type_lock* locks, int parts) noexcept nogil:
     cdef int i
     for i in range(1, parts):
         PyThread_free_lock(locks[i])
+
+
+cdef void run_in_parts(void (*thread_main)(void*) noexcept nogil, void* parts_p,
+                       size_t part_size, int parts, Py_ssize_t rows) noexcept nogil:
+    """Runs thread_main on `parts` (at most 16) copies of the arguments at parts_p, whose
+    first (a struct starting with a PartHead, in room for 16) the caller filled in: each copy
+    gets its share of `rows`, parts 1.. run on new threads and part 0 here. Returns when all
+    are done. A part whose thread cannot start runs here; without locks, fewer parts run."""
+    cdef PyThread_type_lock locks[16]
+    cdef char* base = <char*> parts_p
+    cdef PartHead* head
+    cdef int i
+    parts = allocate_locks(locks, max(1, min(parts, 16)))
+    for i in range(parts):
+        if i > 0:
+            memcpy(base + i * part_size, base, part_size)
+        head = <PartHead*> (base + i * part_size)
+        head.part, head.parts, head.done = i, parts, locks[i]
+        head.b0, head.b1 = part_start(rows, parts, i), part_start(rows, parts, i + 1)
+    for i in range(1, parts):
+        PyThread_acquire_lock(locks[i], 1)
+        if PyThread_start_new_thread(thread_main, base + i * part_size) == <unsigned long> -1:
+            thread_main(base + i * part_size)          # releases the lock itself
+    thread_main(base)
+    for i in range(1, parts):
+        PyThread_acquire_lock(locks[i], 1)             # the part is done
+        PyThread_release_lock(locks[i])
+    free_locks(locks, parts)
 
 
 def forward(const floating[:, :, ::1] x, const floating[:, ::1] w_ih_t,
@@ -532,49 +550,30 @@ def forward(const floating[:, :, ::1] x, const floating[:, ::1] w_ih_t,
                                           G)
     if packed_ih == NULL or packed_a == NULL or (not reset_after and packed_b == NULL):
         parts = 1                   # the BLAS products thread themselves
-    parts = max(1, min(parts, 16, <int> B))
     cdef ForwardPart part_args[16]
-    cdef PyThread_type_lock locks[16]
-    cdef int i
-    parts = allocate_locks(locks, parts)
-    for i in range(parts):
-        part_args[i].done = locks[i]
-        part_args[i].is_double = floating is double
-        part_args[i].reset_after = reset_after
-        part_args[i].T, part_args[i].B, part_args[i].n_input, part_args[i].H = T, B, I, H
-        part_args[i].b0 = part_start(B, parts, i)
-        part_args[i].b1 = part_start(B, parts, i + 1)
-        part_args[i].slots_g = gates.shape[0]
-        part_args[i].slots_h = hs.shape[0]
-        part_args[i].slots_n = hidden_n.shape[0]
-        part_args[i].x = &x[0, 0, 0]
-        part_args[i].w_ih_t = &w_ih_t[0, 0]
-        part_args[i].packed_ih = packed_ih
-        part_args[i].w_hh_t = w_hh_t_p
-        part_args[i].packed_a = packed_a
-        part_args[i].packed_b = packed_b
-        part_args[i].b_ih = &b_ih[0]
-        part_args[i].b_hh = &b_hh[0]
-        part_args[i].lengths = &lengths[0] if lengths.shape[0] > 0 else NULL
-        part_args[i].gates = &gates[0, 0, 0]
-        part_args[i].gates_h = &gates_h[0, 0]
-        part_args[i].hidden_n = &hidden_n[0, 0, 0]
-        part_args[i].hs = &hs[0, 0, 0]
-        part_args[i].y = &y[0, 0, 0]
+    cdef ForwardPart* p = &part_args[0]
+    p.is_double = floating is double
+    p.reset_after = reset_after
+    p.T, p.B, p.n_input, p.H = T, B, I, H
+    p.slots_g, p.slots_h, p.slots_n = gates.shape[0], hs.shape[0], hidden_n.shape[0]
+    p.x, p.w_ih_t, p.packed_ih = &x[0, 0, 0], &w_ih_t[0, 0], packed_ih
+    p.w_hh_t, p.packed_a, p.packed_b = w_hh_t_p, packed_a, packed_b
+    p.b_ih, p.b_hh = &b_ih[0], &b_hh[0]
+    p.lengths = &lengths[0] if lengths.shape[0] > 0 else NULL
+    p.gates, p.gates_h, p.hidden_n = &gates[0, 0, 0], &gates_h[0, 0], &hidden_n[0, 0, 0]
+    p.hs, p.y = &hs[0, 0, 0], &y[0, 0, 0]
     with nogil:
-        if parts == 1:
-            forward_rows(<const floating*> NULL, &part_args[0])
-        else:
-            run_parts(forward_part_thread, part_args, sizeof(ForwardPart), parts, locks)
-    free_locks(locks, parts)
+        run_in_parts(forward_part_thread, part_args, sizeof(ForwardPart), min(parts, <int> B),
+                     B)
     free(packed_ih)
     free(packed_a)
     free(packed_b)
 
 
 cdef struct BackwardPart:
+    PartHead head
     bint is_double, reset_after, has_dy
-    Py_ssize_t T, B, H, b0, b1
+    Py_ssize_t T, B, H
     const void* dy
     const void* w_ih
     const void* w_hh
@@ -594,12 +593,12 @@ cdef struct BackwardPart:
     Py_ssize_t n_input
     const void* packed_ih_a
     const void* packed_ih_b
-    PyThread_type_lock done
 
 
 cdef void backward_rows(const floating* kind, BackwardPart* p) noexcept nogil:
     """The backward loop over all T steps for batch rows b0:b1 (see `backward`)."""
-    cdef Py_ssize_t T = p.T, B = p.B, H = p.H, G = 3 * H, b0 = p.b0, rows = p.b1 - p.b0, t
+    cdef Py_ssize_t T = p.T, B = p.B, H = p.H, G = 3 * H, b0 = p.head.b0
+    cdef Py_ssize_t rows = p.head.b1 - p.head.b0, t
     cdef Py_ssize_t I = p.n_input
     cdef const floating* w_hh = <const floating*> p.w_hh
     cdef const floating* w_ih = <const floating*> p.w_ih
@@ -660,8 +659,8 @@ cdef void backward_part_thread(void* arg) noexcept nogil:
         backward_rows(<const double*> NULL, p)
     else:
         backward_rows(<const float*> NULL, p)
-    if p.done != NULL:
-        PyThread_release_lock(p.done)
+    if p.head.done != NULL:
+        PyThread_release_lock(p.head.done)
 
 
 # The weight gradients after the backward loop, by the small GEMM: jobs of the form
@@ -683,13 +682,14 @@ cdef struct WeightJob:
 
 
 cdef struct WeightPart:
+    PartHead head           # (its rows unused: a part's share is of each job's rows)
     bint is_double
     Py_ssize_t K
-    int n_jobs, part, parts
+    int n_jobs
     WeightJob jobs[3]
-    void* scratch           # WEIGHT_KB * padded n numbers for each distinct b, one after another
-    Py_ssize_t b_offsets[3]
-    PyThread_type_lock done
+    void* scratch           # WEIGHT_KB * padded n numbers for each distinct b, one after another,
+    Py_ssize_t b_offsets[3] # for each part (at scratch + part * per_part)
+    Py_ssize_t per_part
 
 
 cdef void weight_rows(const floating* kind, WeightPart* p) noexcept nogil:
@@ -699,6 +699,7 @@ cdef void weight_rows(const floating* kind, WeightPart* p) noexcept nogil:
     cdef floating* packed
     cdef const floating* a
     cdef floating* sums
+    cdef floating* scratch = <floating*> p.scratch + p.head.part * p.per_part
     cdef Py_ssize_t n_blocks = (p.K + WEIGHT_KB - 1) // WEIGHT_KB, block
     for block in range(n_blocks):
         k0 = block * WEIGHT_KB
@@ -706,19 +707,19 @@ cdef void weight_rows(const floating* kind, WeightPart* p) noexcept nogil:
         for j in range(p.n_jobs):           # pack each distinct b's block once
             job = &p.jobs[j]
             if j == 0 or job.b != p.jobs[j - 1].b:
-                packed = <floating*> p.scratch + p.b_offsets[job.b_index]
+                packed = scratch + p.b_offsets[job.b_index]
                 if floating is float:
                     pack_b_f32(kb, job.n, <const float*> job.b + k0 * job.n, job.n, packed)
                 else:
                     pack_b_f64(kb, job.n, <const double*> job.b + k0 * job.n, job.n, packed)
         for j in range(p.n_jobs):
             job = &p.jobs[j]
-            g0 = part_start(job.rows, p.parts, p.part)
-            g1 = part_start(job.rows, p.parts, p.part + 1)
+            g0 = part_start(job.rows, p.head.parts, p.head.part)
+            g1 = part_start(job.rows, p.head.parts, p.head.part + 1)
             if g1 <= g0:
                 continue
             a = <const floating*> job.a + k0 * job.lda + g0
-            packed = <floating*> p.scratch + p.b_offsets[job.b_index]
+            packed = scratch + p.b_offsets[job.b_index]
             # c[g0:g1] (+)= a[k0:k0 + kb, g0:g1]^T @ b[k0:k0 + kb]
             if floating is float:
                 small_gemm_ta_f32(g1 - g0, job.n, kb, a, job.lda, packed, 0 if k0 == 0 else 1,
@@ -742,8 +743,8 @@ cdef void weight_part_thread(void* arg) noexcept nogil:
         weight_rows(<const double*> NULL, p)
     else:
         weight_rows(<const float*> NULL, p)
-    if p.done != NULL:
-        PyThread_release_lock(p.done)
+    if p.head.done != NULL:
+        PyThread_release_lock(p.head.done)
 
 
 cdef void set_job(WeightJob* job, const void* a, Py_ssize_t lda, Py_ssize_t rows,
@@ -761,9 +762,8 @@ cdef bint weight_gradients(
     (nothing written) when out of memory, and the caller uses BLAS."""
     cdef Py_ssize_t G = 3 * H
     cdef WeightPart part_args[16]
-    cdef PyThread_type_lock locks[16]
+    cdef WeightPart* p = &part_args[0]
     cdef Py_ssize_t size_x, size_h, per_part
-    cdef int i
     if floating is float:
         size_x, size_h = packed_size_f32(WEIGHT_KB, I), packed_size_f32(WEIGHT_KB, H)
     else:
@@ -773,35 +773,25 @@ cdef bint weight_gradients(
     cdef floating* scratch = <floating*> malloc(parts * per_part * sizeof(floating))
     if scratch == NULL:
         return False
-    parts = allocate_locks(locks, parts)
-    for i in range(parts):
-        part_args[i].done = locks[i]
-        part_args[i].is_double = floating is double
-        part_args[i].K = M
-        part_args[i].n_jobs = 3
-        part_args[i].part, part_args[i].parts = i, parts
-        part_args[i].scratch = scratch + i * per_part
-        part_args[i].b_offsets[0] = 0                     # H_prev
-        part_args[i].b_offsets[1] = size_h                # X
-        part_args[i].b_offsets[2] = size_h + size_x       # r * H_prev (reset_after=False)
-        if reset_after:
-            # dw_hh = D^T @ H_prev; dw_ih[:2H] = D[:, :2H]^T @ X; dw_ih[2H:] = d_aux^T @ X
-            set_job(&part_args[i].jobs[0], d_gates, G, G, hs, H, 0, dw_hh, db_hh)
-            set_job(&part_args[i].jobs[1], d_gates, G, 2 * H, x, I, 1, dw_ih, db_ih)
-            set_job(&part_args[i].jobs[2], d_aux, H, H, x, I, 1, dw_ih + 2 * H * I,
-                    db_ih + 2 * H)
-        else:
-            # dw_hh[:2H] = D[:, :2H]^T @ H_prev; dw_ih = D^T @ X;
-            # dw_hh[2H:] = D[:, 2H:]^T @ (r * H_prev)
-            set_job(&part_args[i].jobs[0], d_gates, G, 2 * H, hs, H, 0, dw_hh, NULL)
-            set_job(&part_args[i].jobs[1], d_gates, G, G, x, I, 1, dw_ih, db_ih)
-            set_job(&part_args[i].jobs[2], d_gates + 2 * H, G, H, hidden_n, H, 2,
-                    dw_hh + 2 * H * H, NULL)
-    if parts == 1:
-        weight_rows(<const floating*> NULL, &part_args[0])
+    p.is_double = floating is double
+    p.K = M
+    p.n_jobs = 3
+    p.scratch, p.per_part = scratch, per_part
+    p.b_offsets[0] = 0                     # H_prev
+    p.b_offsets[1] = size_h                # X
+    p.b_offsets[2] = size_h + size_x       # r * H_prev (reset_after=False)
+    if reset_after:
+        # dw_hh = D^T @ H_prev; dw_ih[:2H] = D[:, :2H]^T @ X; dw_ih[2H:] = d_aux^T @ X
+        set_job(&p.jobs[0], d_gates, G, G, hs, H, 0, dw_hh, db_hh)
+        set_job(&p.jobs[1], d_gates, G, 2 * H, x, I, 1, dw_ih, db_ih)
+        set_job(&p.jobs[2], d_aux, H, H, x, I, 1, dw_ih + 2 * H * I, db_ih + 2 * H)
     else:
-        run_parts(weight_part_thread, part_args, sizeof(WeightPart), parts, locks)
-    free_locks(locks, parts)
+        # dw_hh[:2H] = D[:, :2H]^T @ H_prev; dw_ih = D^T @ X;
+        # dw_hh[2H:] = D[:, 2H:]^T @ (r * H_prev)
+        set_job(&p.jobs[0], d_gates, G, 2 * H, hs, H, 0, dw_hh, NULL)
+        set_job(&p.jobs[1], d_gates, G, G, x, I, 1, dw_ih, db_ih)
+        set_job(&p.jobs[2], d_gates + 2 * H, G, H, hidden_n, H, 2, dw_hh + 2 * H * H, NULL)
+    run_in_parts(weight_part_thread, part_args, sizeof(WeightPart), parts, 0)
     if not reset_after:
         memcpy(db_hh, db_ih, G * sizeof(floating))
     free(scratch)
@@ -850,41 +840,21 @@ def backward(const floating[:, :, ::1] dy, const floating[:, :, ::1] x,
     cdef bint dx_in_loop = packed_ih_a != NULL and (not reset_after or packed_ih_b != NULL)
     if packed_a == NULL or (not reset_after and packed_b == NULL):
         parts = 1                   # the BLAS products thread themselves
-    parts = max(1, min(parts, 16, <int> B))
     cdef BackwardPart part_args[16]
-    cdef PyThread_type_lock locks[16]
-    cdef int i
-    parts = allocate_locks(locks, parts)
-    for i in range(parts):
-        part_args[i].done = locks[i]
-        part_args[i].is_double = floating is double
-        part_args[i].reset_after = reset_after
-        part_args[i].has_dy = dy.shape[0] > 0
-        part_args[i].T, part_args[i].B, part_args[i].H = T, B, H
-        part_args[i].b0 = part_start(B, parts, i)
-        part_args[i].b1 = part_start(B, parts, i + 1)
-        part_args[i].dy = &dy[0, 0, 0] if dy.shape[0] > 0 else NULL
-        part_args[i].w_hh = w_hh_p
-        part_args[i].packed_a = packed_a
-        part_args[i].packed_b = packed_b
-        part_args[i].gates = &gates[0, 0, 0]
-        part_args[i].hidden_n = &hidden_n[0, 0, 0]
-        part_args[i].hs = hs_p
-        part_args[i].lengths = lengths_p
-        part_args[i].dh = &dh[0, 0, 0]
-        part_args[i].d_gates = d_gates_p
-        part_args[i].d_aux = d_aux_p
-        part_args[i].w_ih = w_ih_p
-        part_args[i].n_input = I
-        part_args[i].dx = &dx[0, 0, 0] if dx_in_loop else NULL
-        part_args[i].packed_ih_a = packed_ih_a
-        part_args[i].packed_ih_b = packed_ih_b
+    cdef BackwardPart* p = &part_args[0]
+    p.is_double = floating is double
+    p.reset_after = reset_after
+    p.has_dy = dy.shape[0] > 0
+    p.T, p.B, p.H, p.n_input = T, B, H, I
+    p.dy = &dy[0, 0, 0] if dy.shape[0] > 0 else NULL
+    p.w_ih, p.w_hh, p.packed_a, p.packed_b = w_ih_p, w_hh_p, packed_a, packed_b
+    p.gates, p.hidden_n, p.hs, p.lengths = &gates[0, 0, 0], &hidden_n[0, 0, 0], hs_p, lengths_p
+    p.dh, p.d_gates, p.d_aux = &dh[0, 0, 0], d_gates_p, d_aux_p
+    p.dx = &dx[0, 0, 0] if dx_in_loop else NULL
+    p.packed_ih_a, p.packed_ih_b = packed_ih_a, packed_ih_b
     with nogil:
-        if parts == 1:
-            backward_rows(<const floating*> NULL, &part_args[0])
-        else:
-            run_parts(backward_part_thread, part_args, sizeof(BackwardPart), parts, locks)
-        free_locks(locks, parts)
+        run_in_parts(backward_part_thread, part_args, sizeof(BackwardPart), min(parts, <int> B),
+                     B)
         free(packed_a)
         free(packed_b)
         free(packed_ih_a)
@@ -952,34 +922,24 @@ def cell_math_for_tests(const floating[::1] v):
 
 
 def small_gemm_for_tests(const floating[:, ::1] a, const floating[:, ::1] b, floating[:, ::1] c,
-                         double beta):
-    """c := a @ b + beta * c through pack_b and the small GEMM (for the tests only; needs
+                         double beta, bint trans_a=False):
+    """c := op(a) @ b + beta * c through pack_b and the small GEMM; op(a) = a, or a^T (a stored
+    (K, M)) when trans_a, the weight gradients' form (for the tests only; needs
     SMALL_GEMM_AVAILABLE)."""
     if not cgru_small_gemm_available():
         raise RuntimeError("this CPU cannot run the small GEMM (no AVX-512)")
-    cdef Py_ssize_t M = c.shape[0], N = c.shape[1], K = a.shape[1]
+    cdef Py_ssize_t M = c.shape[0], N = c.shape[1], K = b.shape[0], lda = a.shape[1]
     cdef floating* packed = packed_copy(True, K, N, &b[0, 0], N)
     if packed == NULL:
         raise MemoryError("no memory for the packed operand")
     if floating is float:
-        small_gemm_f32(M, N, K, &a[0, 0], K, packed, <float> beta, &c[0, 0], N)
+        if trans_a:
+            small_gemm_ta_f32(M, N, K, &a[0, 0], lda, packed, <float> beta, &c[0, 0], N)
+        else:
+            small_gemm_f32(M, N, K, &a[0, 0], lda, packed, <float> beta, &c[0, 0], N)
     else:
-        small_gemm_f64(M, N, K, &a[0, 0], K, packed, beta, &c[0, 0], N)
-    free(packed)
-
-
-def gemm_ta_for_tests(const floating[:, ::1] a, const floating[:, ::1] b, floating[:, ::1] c,
-                      double beta):
-    """c := a^T @ b + beta * c through pack_b and the small GEMM's transposed form (for the
-    tests only; needs SMALL_GEMM_AVAILABLE)."""
-    if not cgru_small_gemm_available():
-        raise RuntimeError("this CPU cannot run the small GEMM (no AVX-512)")
-    cdef Py_ssize_t M = c.shape[0], N = c.shape[1], K = a.shape[0]
-    cdef floating* packed = packed_copy(True, K, N, &b[0, 0], N)
-    if packed == NULL:
-        raise MemoryError("no memory for the packed operand")
-    if floating is float:
-        small_gemm_ta_f32(M, N, K, &a[0, 0], M, packed, <float> beta, &c[0, 0], N)
-    else:
-        small_gemm_ta_f64(M, N, K, &a[0, 0], M, packed, beta, &c[0, 0], N)
+        if trans_a:
+            small_gemm_ta_f64(M, N, K, &a[0, 0], lda, packed, beta, &c[0, 0], N)
+        else:
+            small_gemm_f64(M, N, K, &a[0, 0], lda, packed, beta, &c[0, 0], N)
     free(packed)

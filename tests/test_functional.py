@@ -1,13 +1,11 @@
 """The compiled kernels against the plain NumPy reference, and the functional API's promises."""
-import threading
-
 import numpy as np
 from scipy.special import expit
 import pytest
 
 import cgru
 from cgru import _gru, _reference
-from conftest import make_gru_inputs
+from conftest import assert_concurrent_calls_match_sequential, make_gru_inputs
 
 SHAPES = [  # (T, B, I, H): each size 1 somewhere, and one larger shape
     (1, 1, 1, 1), (1, 3, 4, 5), (4, 1, 3, 2), (5, 2, 1, 3), (3, 4, 2, 1), (17, 9, 13, 24),
@@ -194,26 +192,7 @@ def test_inputs_never_modified_results_never_overwritten(rng):
 def test_threads_give_sequential_results(rng):
     """Calls from several threads at once (GIL released in the loops) match sequential ones."""
     jobs = [make_gru_inputs(np.random.default_rng(seed), 30, 8, 16, 32) for seed in range(8)]
-
-    def run(args):
-        y, h_n, cache = cgru.gru_forward(*args)
-        return (y, h_n) + tuple(cgru.gru_backward(np.ones_like(y), h_n, cache))
-
-    sequential = [run(args) for args in jobs]
-    concurrent = [None] * len(jobs)
-
-    def worker(i):
-        for _ in range(3):
-            concurrent[i] = run(jobs[i])
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(jobs))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    for seq, conc in zip(sequential, concurrent):
-        for a, b in zip(seq, conc):
-            np.testing.assert_array_equal(a, b)
+    assert_concurrent_calls_match_sequential(jobs, repeats=3)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -8,7 +8,7 @@ import pytest
 
 import cgru
 from cgru import _gru, _reference, functional
-from conftest import make_gru_inputs
+from conftest import assert_concurrent_calls_match_sequential, make_gru_inputs
 
 PLANS = [(False, 1), (True, 1), (True, 2), (True, 3), (True, 16)]
 TOL = {np.float32: dict(rtol=2e-4, atol=2e-5), np.float64: dict(rtol=1e-10, atol=1e-12)}
@@ -95,7 +95,7 @@ def test_transposed_small_gemm_matches_numpy(dtype, rng):
         b = rng.standard_normal((k, n)).astype(dtype)
         c = rng.standard_normal((m, n)).astype(dtype)
         want = a.T.astype(np.float64) @ b + 0.5 * c
-        _gru.gemm_ta_for_tests(a, b, c, 0.5)
+        _gru.small_gemm_for_tests(a, b, c, 0.5, trans_a=True)
         np.testing.assert_allclose(c, want, err_msg=f"{m}, {n}, {k}", **TOL[dtype])
 
 
@@ -112,28 +112,6 @@ def test_plan_rules(monkeypatch):
 
 def test_calls_from_several_threads_each_with_parts(monkeypatch):
     """Kernel calls running at once, each cutting its batch over threads of its own."""
-    import threading
     monkeypatch.setattr(functional, "_PLAN_OVERRIDE", (True, 3))
     jobs = [make_gru_inputs(np.random.default_rng(seed), 12, 40, 6, 24) for seed in range(4)]
-
-    def run(args):
-        y, h_n, cache = cgru.gru_forward(*args)
-        return (y, h_n) + tuple(cgru.gru_backward(np.ones_like(y), h_n, cache))
-
-    sequential = [run(args) for args in jobs]
-    results = [[] for _ in jobs]
-
-    def worker(i):
-        for _ in range(4):
-            results[i].append(run(jobs[i]))
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(jobs))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    for seq, runs in zip(sequential, results):
-        assert len(runs) == 4
-        for run_results in runs:
-            for a, b in zip(seq, run_results):
-                np.testing.assert_array_equal(a, b)
+    assert_concurrent_calls_match_sequential(jobs, repeats=4)

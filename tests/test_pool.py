@@ -1,6 +1,5 @@
 """The buffer pool (cgru/_pool.py): reuse only of memory nothing refers to, and its bounds."""
 import gc
-import threading
 
 import numpy as np
 import pytest
@@ -8,7 +7,7 @@ import pytest
 import cgru
 from cgru import functional
 from cgru._pool import BufferPool
-from conftest import make_gru_inputs
+from conftest import assert_concurrent_calls_match_sequential, make_gru_inputs
 
 MIB = 1 << 20
 
@@ -140,25 +139,4 @@ def test_arrays_are_reused_once_dropped(pool_for_every_array, rng):
 
 def test_threads_with_the_pool_give_sequential_results(pool_for_every_array):
     jobs = [make_gru_inputs(np.random.default_rng(seed), 20, 4, 8, 16) for seed in range(6)]
-
-    def run(args):
-        y, h_n, cache = cgru.gru_forward(*args)
-        return (y, h_n) + tuple(cgru.gru_backward(np.ones_like(y), h_n, cache))
-
-    sequential = [run(args) for args in jobs]
-    results = [[] for _ in jobs]
-
-    def worker(i):
-        for _ in range(5):
-            results[i].append(run(jobs[i]))
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(jobs))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    for seq, runs in zip(sequential, results):
-        assert len(runs) == 5
-        for run_results in runs:
-            for a, b in zip(seq, run_results):
-                np.testing.assert_array_equal(a, b)
+    assert_concurrent_calls_match_sequential(jobs, repeats=5)
