@@ -2,9 +2,14 @@
 
 Layering (scikit-learn style): the cell kernels (cgru/_cell_template.h, C) do one time step's
 elementwise work on raw pointers (no allocation, no Python); `forward` and `backward` here loop
-over time, calling BLAS for every product and the cell kernels in between; `StepKernel` runs a
-single step; `cgru/functional.py` validates the inputs, allocates every array and calls these
-entry points. Nothing here checks shapes.
+over time, calling a GEMM for every product and the cell kernels in between; `StepKernel` runs
+a single step; `cgru/functional.py` validates the inputs, allocates every array, chooses how
+the products run (`_plan`) and calls these entry points. Nothing here checks shapes.
+
+The products run either on BLAS (cgru/_blas.pxd) or, asked for with `small_gemm`, on the small
+GEMM of cgru/_gemm_template.h with the weights packed once per call; then with `parts` > 1 the
+batch is cut into parts, each running the whole time loop on a thread of its own
+(`run_in_parts`), and the weight gradients after the backward loop are cut by gate rows.
 
 Notation: T steps, B batch rows, I input features, H hidden units, G = 3H gate columns in
 PyTorch's order (r, z, n), M = T * B rows of the whole sequence. All arrays are C-contiguous
