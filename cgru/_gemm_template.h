@@ -1,23 +1,25 @@
-/* The small GEMM of the per-step products, for one float type.
+/* The small GEMM of the per-step products, for one float type and one vector width.
  *
- * A template: cgru/_gemm.h includes it with real = float (suffix _f32, VL = 16 lanes) and
- * real = double (_f64, VL = 8), so both dtypes run one code path.
+ * A template: cgru/_gemm.h includes it four times, for real = float and double and for
+ * VBYTES = 64 (AVX-512: MR = 8 rows) and 32 (AVX2: MR = 6), with CGRU_NAME adding the
+ * suffix (_f32_512, _f64_256, ...), so that every dtype and machine runs one code path.
  *
  *   C (M, N) = A (M, K) @ B (K, N) + beta * C          row-major, A and C with leading
  *                                                        dimensions lda and ldc
- * B comes packed by pack_b: panels of NR = 2 VL columns, each K rows of NR numbers stored one
- * after the other, the last panel padded with zeros. A GRU's right operands are its weights,
- * the same for all T steps, so they are packed once per call and every step reads them as one
- * contiguous stream. The kernel keeps an MR x NR tile of C in 2 MR vector registers (16 of
- * the 32 AVX-512 registers) and adds one rank-1 update a k: two loads of B, MR broadcasts of
- * A, 2 MR fused multiply-adds. Measured on the benchmark's per-step shapes (Zen 4, 1 thread):
- * 110 GFLOP/s, the core's peak, where OpenBLAS's sgemm gave 57-77 for M = 32-64 and
- * K, N = 128-1536 (its call costs the same at M = 16, K <= 64).
+ * B comes packed by pack_b: panels of NR = 2 VL columns (VL numbers a vector), each K rows of
+ * NR numbers stored one after the other, the last panel padded with zeros. A GRU's right
+ * operands are its weights, the same for all T steps, so they are packed once per call and
+ * every step reads them as one contiguous stream. The kernel keeps an MR x NR tile of C in
+ * 2 MR vector registers (16 of AVX-512's 32, 12 of AVX2's 16) and adds one rank-1 update a
+ * k: two loads of B, MR broadcasts of A, 2 MR fused multiply-adds. Measured on the
+ * benchmark's per-step shapes (Zen 4, 1 thread, float32): 110 GFLOP/s for the AVX-512 form,
+ * the core's peak, 94-111 for the AVX2 form, where OpenBLAS's sgemm gave 57-87 for
+ * M = 32-64 and K, N = 128-1536 (its call costs the same at M = 16, K <= 64).
  * Each C element is a sum over k in order from 0, as in a plain loop.
  */
 
-typedef real CGRU_NAME(vec) __attribute__((vector_size(64)));
-#define VL ((Py_ssize_t) (64 / sizeof(real)))
+typedef real CGRU_NAME(vec) __attribute__((vector_size(VBYTES)));
+#define VL ((Py_ssize_t) (VBYTES / sizeof(real)))
 #define NR (2 * VL)
 
 /* Numbers in the packed copy of a (K, N) operand. */

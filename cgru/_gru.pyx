@@ -180,11 +180,13 @@ cdef inline void cell_backward_r(
 
 
 # ---------------------------------------------------------------------------------------------
-# The per-step products: a small GEMM on packed weights (cgru/_gemm_template.h, AVX-512) where
-# the caller asked for it and the CPU has it, else BLAS.
+# The per-step products: a small GEMM on packed weights (cgru/_gemm_template.h, AVX-512 or
+# AVX2) where the caller asked for it and the CPU has it, else BLAS.
 # ---------------------------------------------------------------------------------------------
 cdef extern from "_gemm.h":
     int cgru_small_gemm_available() noexcept nogil
+    int cgru_cpu_gemm_level() noexcept nogil
+    int cgru_set_small_gemm_level(int level) noexcept nogil
     Py_ssize_t packed_size_f32(Py_ssize_t K, Py_ssize_t N) noexcept nogil
     Py_ssize_t packed_size_f64(Py_ssize_t K, Py_ssize_t N) noexcept nogil
     void pack_b_f32(Py_ssize_t K, Py_ssize_t N, const float* B, Py_ssize_t ldb,
@@ -204,8 +206,16 @@ cdef extern from "_gemm.h":
                            Py_ssize_t lda, const double* Bp, double beta, double* C,
                            Py_ssize_t ldc) noexcept nogil
 
-# Can this CPU run the small GEMM (AVX-512)?
+# Can this CPU run the small GEMM (AVX-512, or AVX2 with FMA)?
 SMALL_GEMM_AVAILABLE = bool(cgru_small_gemm_available())
+# Which form of it: 2 AVX-512, 1 AVX2 with FMA, 0 none (BLAS does every product).
+SMALL_GEMM_LEVEL = cgru_cpu_gemm_level()
+
+
+def _set_small_gemm_level(int level):
+    """Runs the small GEMM's form `level` (at most the CPU's; 0: BLAS) from now on; returns the
+    level before. For tests, between kernel calls only: no call may be running."""
+    return cgru_set_small_gemm_level(level)
 
 
 cdef floating* packed_copy(bint wanted, Py_ssize_t K, Py_ssize_t N, const floating* w,
@@ -932,7 +942,7 @@ def small_gemm_for_tests(const floating[:, ::1] a, const floating[:, ::1] b, flo
     (K, M)) when trans_a, the weight gradients' form (for the tests only; needs
     SMALL_GEMM_AVAILABLE)."""
     if not cgru_small_gemm_available():
-        raise RuntimeError("this CPU cannot run the small GEMM (no AVX-512)")
+        raise RuntimeError("the small GEMM is off (no AVX-512 or AVX2 on this CPU, or set so)")
     cdef Py_ssize_t M = c.shape[0], N = c.shape[1], K = b.shape[0], lda = a.shape[1]
     cdef floating* packed = packed_copy(True, K, N, &b[0, 0], N)
     if packed == NULL:

@@ -114,7 +114,7 @@ def _inference_chunk(T, B):
 
 
 # A call's products: the small GEMM (cgru/_gemm_template.h) on parts of the batch, one thread
-# each, or BLAS. Measured on the benchmark shapes (AVX-512, float32): at one thread the small
+# each, or BLAS. Measured on the benchmark shapes (Zen 4, float32): at one thread the small
 # GEMM runs the per-step products at the core's peak, 1.3-1.6x OpenBLAS for B = 32-64; with
 # more threads, parts of the batch on threads of their own beat OpenBLAS threading each
 # product. Below _PARTS_MIN_FLOPS a call is too short to start threads for (tens of us), and

@@ -13,7 +13,17 @@ from conftest import assert_concurrent_calls_match_sequential, make_gru_inputs
 PLANS = [(False, 1), (True, 1), (True, 2), (True, 3), (True, 16)]
 TOL = {np.float32: dict(rtol=2e-4, atol=2e-5), np.float64: dict(rtol=1e-10, atol=1e-12)}
 needs_small_gemm = pytest.mark.skipif(not _gru.SMALL_GEMM_AVAILABLE,
-                                      reason="the CPU has no AVX-512: BLAS does every product")
+                                      reason="no AVX-512 or AVX2 on this CPU: BLAS does every "
+                                             "product")
+# The small GEMM's forms this CPU runs: 2 (AVX-512) and 1 (AVX2); each is tested where it runs.
+LEVELS = [level for level in (2, 1) if level <= _gru.SMALL_GEMM_LEVEL] or [0]
+
+
+@pytest.fixture(params=LEVELS, ids=lambda level: {2: "avx512", 1: "avx2", 0: "blas"}[level])
+def gemm_level(request):
+    before = _gru._set_small_gemm_level(request.param)
+    yield request.param
+    _gru._set_small_gemm_level(before)
 
 
 @pytest.fixture(params=PLANS, ids=lambda plan: f"small{int(plan[0])}-parts{plan[1]}")
@@ -27,7 +37,8 @@ def plan(request, monkeypatch):
 @pytest.mark.parametrize("shape", [(1, 1, 1, 1), (5, 3, 4, 5), (6, 17, 3, 13), (4, 40, 20, 32),
                                    (3, 9, 7, 40), (40, 33, 5, 16)])   # the last: T*B > 2 blocks
 @pytest.mark.parametrize("with_lengths", [False, True])
-def test_every_plan_matches_the_reference(plan, dtype, reset_after, shape, with_lengths, rng):
+def test_every_plan_matches_the_reference(plan, gemm_level, dtype, reset_after, shape,
+                                          with_lengths, rng):
     T, B, I, H = shape
     args = make_gru_inputs(rng, T, B, I, H, dtype)
     lengths = None
@@ -55,7 +66,7 @@ def test_every_plan_matches_the_reference(plan, dtype, reset_after, shape, with_
 
 @needs_small_gemm
 @pytest.mark.parametrize("reset_after", [True, False])
-def test_parts_give_the_numbers_of_one_part(reset_after, rng, monkeypatch):
+def test_parts_give_the_numbers_of_one_part(gemm_level, reset_after, rng, monkeypatch):
     """The rows of a batch never meet: cutting it changes no bit."""
     args = make_gru_inputs(rng, 7, 37, 6, 24)
     lengths = rng.integers(0, 8, size=37)
@@ -72,9 +83,11 @@ def test_parts_give_the_numbers_of_one_part(reset_after, rng, monkeypatch):
 
 @needs_small_gemm
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_small_gemm_matches_numpy(dtype, rng):
-    """Rows around the register tile (8), columns around a panel (32 floats, 16 doubles)."""
-    sizes_m, sizes_n, sizes_k = [1, 2, 7, 8, 9, 17, 64], [1, 5, 16, 31, 32, 33, 100], [1, 3, 129]
+def test_small_gemm_matches_numpy(gemm_level, dtype, rng):
+    """Rows around the register tiles (8 and 6), columns around a panel (32 or 16 floats, 16
+    or 8 doubles)."""
+    sizes_m, sizes_n = [1, 2, 5, 6, 7, 8, 9, 13, 17, 64], [1, 5, 8, 16, 17, 31, 32, 33, 100]
+    sizes_k = [1, 3, 129]
     for m, n, k in itertools.product(sizes_m, sizes_n, sizes_k):
         a = rng.standard_normal((m, k)).astype(dtype)
         b = rng.standard_normal((k, n)).astype(dtype)
@@ -88,9 +101,9 @@ def test_small_gemm_matches_numpy(dtype, rng):
 
 @needs_small_gemm
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_transposed_small_gemm_matches_numpy(dtype, rng):
+def test_transposed_small_gemm_matches_numpy(gemm_level, dtype, rng):
     """The weight gradients' product a^T @ b (a stored (K, M))."""
-    for m, n, k in [(1, 1, 1), (9, 33, 70), (24, 5, 513), (8, 32, 3)]:
+    for m, n, k in [(1, 1, 1), (9, 33, 70), (24, 5, 513), (8, 32, 3), (13, 17, 40)]:
         a = rng.standard_normal((k, m)).astype(dtype)
         b = rng.standard_normal((k, n)).astype(dtype)
         c = rng.standard_normal((m, n)).astype(dtype)
@@ -110,8 +123,17 @@ def test_plan_rules(monkeypatch):
     assert functional._plan(100, 12, 128, 256) == (False, 1)   # too few rows to cut
 
 
-def test_calls_from_several_threads_each_with_parts(monkeypatch):
+def test_calls_from_several_threads_each_with_parts(gemm_level, monkeypatch):
     """Kernel calls running at once, each cutting its batch over threads of its own."""
     monkeypatch.setattr(functional, "_PLAN_OVERRIDE", (True, 3))
     jobs = [make_gru_inputs(np.random.default_rng(seed), 12, 40, 6, 24) for seed in range(4)]
     assert_concurrent_calls_match_sequential(jobs, repeats=4)
+
+
+def test_levels_are_bounded_by_the_cpu():
+    before = _gru._set_small_gemm_level(5)
+    try:
+        assert _gru._set_small_gemm_level(0) == _gru.SMALL_GEMM_LEVEL
+        assert _gru._set_small_gemm_level(-3) == 0
+    finally:
+        _gru._set_small_gemm_level(before)
