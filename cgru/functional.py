@@ -118,9 +118,13 @@ def _inference_chunk(T, B):
 # GEMM runs the per-step products at the core's peak, 1.3-1.6x OpenBLAS for B = 32-64; with
 # more threads, parts of the batch on threads of their own beat OpenBLAS threading each
 # product. Below _PARTS_MIN_FLOPS a call is too short to start threads for (tens of us), and
-# a part has at least _PART_MIN_ROWS rows (the register tile).
+# a part has at least _PART_MIN_ROWS rows (the register tile). On one thread the small GEMM
+# needs a batch that fills its tile and weights worth packing: at (T, B, I, H) =
+# (50, 4, 32, 64) it was 1.33x slower than OpenBLAS, at the seed shape (10, 32, 20, 32)
+# 1.07-1.16x, at H = 64, B = 16 even, and 0.85-0.94x from H = 128 (B = 8 to 128).
 _PARTS_MIN_FLOPS = 20e6
 _PART_MIN_ROWS = 8
+_SMALL_GEMM_MIN_H = 64
 # (small_gemm, parts) forced for every call, or None for the rules of _plan (tests set it).
 _PLAN_OVERRIDE = None
 
@@ -132,12 +136,12 @@ def _plan(T, B, I, H):
     if not _gru.SMALL_GEMM_AVAILABLE:
         return False, 1
     threads = blas_threads()
-    if threads == 1:
-        return True, 1
     parts = min(threads, B // _PART_MIN_ROWS)
     if parts >= 2 and 6.0 * T * B * H * (I + H) >= _PARTS_MIN_FLOPS:
         return True, parts
-    return False, 1         # small calls, or batches too small to cut: threaded BLAS
+    if threads == 1 and B >= _PART_MIN_ROWS and H >= _SMALL_GEMM_MIN_H:
+        return True, 1
+    return False, 1         # small calls or batches, or too few rows to cut: BLAS
 
 
 def _check_weights(w_ih, w_hh, b_ih, b_hh, I, dtype, dtype_from):

@@ -113,14 +113,19 @@ def test_transposed_small_gemm_matches_numpy(gemm_level, dtype, rng):
 
 
 def test_plan_rules(monkeypatch):
+    small = _gru.SMALL_GEMM_AVAILABLE
     monkeypatch.setattr(functional, "_PLAN_OVERRIDE", None)
     monkeypatch.setattr(functional, "blas_threads", lambda: 1)
-    assert functional._plan(100, 64, 128, 256) == (_gru.SMALL_GEMM_AVAILABLE, 1)
+    assert functional._plan(100, 64, 128, 256) == (small, 1)
+    assert functional._plan(10, 32, 20, 32) == (False, 1)       # weights too small to pack
+    assert functional._plan(50, 4, 32, 64) == (False, 1)        # batch below the tile
     monkeypatch.setattr(functional, "blas_threads", lambda: 2)
-    big = functional._plan(100, 64, 128, 256)
-    assert big == ((True, 2) if _gru.SMALL_GEMM_AVAILABLE else (False, 1))
-    assert functional._plan(10, 32, 20, 32) == (False, 1)      # too short to start a thread
-    assert functional._plan(100, 12, 128, 256) == (False, 1)   # too few rows to cut
+    assert functional._plan(100, 64, 128, 256) == ((True, 2) if small else (False, 1))
+    assert functional._plan(1000, 16, 32, 64) == ((True, 2) if small else (False, 1))
+    assert functional._plan(10, 32, 20, 32) == (False, 1)       # too short to start a thread
+    assert functional._plan(100, 12, 128, 256) == (False, 1)    # too few rows to cut
+    monkeypatch.setattr(functional, "blas_threads", lambda: 8)
+    assert functional._plan(100, 24, 128, 256) == ((True, 3) if small else (False, 1))
 
 
 def test_calls_from_several_threads_each_with_parts(gemm_level, monkeypatch):
