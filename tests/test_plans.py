@@ -142,3 +142,19 @@ def test_levels_are_bounded_by_the_cpu():
         assert _gru._set_small_gemm_level(-3) == 0
     finally:
         _gru._set_small_gemm_level(before)
+
+
+def test_thread_count_follows_threadpoolctl_and_the_environment(monkeypatch):
+    from cgru import _threads
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    if _threads._get_num_threads is not None:      # SciPy's OpenBLAS found: its own count
+        with threadpoolctl.threadpool_limits(1):
+            assert _threads.blas_threads() == 1
+    monkeypatch.setattr(_threads, "_get_num_threads", None)   # another BLAS: the environment
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "3")
+    assert _threads.blas_threads() == 3
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS")
+    monkeypatch.setenv("OMP_NUM_THREADS", "5,2")
+    assert _threads.blas_threads() == 5
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert _threads.blas_threads() >= 1
