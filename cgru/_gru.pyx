@@ -264,11 +264,13 @@ cdef void add_valid_rows(Py_ssize_t B, Py_ssize_t H, floating* a, const floating
 
 
 cdef void column_sums(Py_ssize_t rows, Py_ssize_t cols, const floating* a, Py_ssize_t lda,
-                      floating* out) noexcept nogil:
-    """out (cols,) := a (rows, cols; leading dimension lda) summed over its rows."""
+                      floating* out, bint add=False) noexcept nogil:
+    """out (cols,) := a (rows, cols; leading dimension lda) summed over its rows, added to
+    out's values when `add`."""
     cdef Py_ssize_t i, j
-    for j in range(cols):
-        out[j] = 0
+    if not add:
+        for j in range(cols):
+            out[j] = 0
     for i in range(rows):
         for j in range(cols):
             out[j] += a[i * lda + j]
@@ -709,11 +711,10 @@ cdef struct WeightPart:
 
 cdef void weight_rows(const floating* kind, WeightPart* p) noexcept nogil:
     cdef int j
-    cdef Py_ssize_t g0, g1, k0, kb, i, g
+    cdef Py_ssize_t g0, g1, k0, kb
     cdef WeightJob* job
     cdef floating* packed
     cdef const floating* a
-    cdef floating* sums
     cdef floating* scratch = <floating*> p.scratch + p.head.part * p.per_part
     cdef Py_ssize_t n_blocks = (p.K + WEIGHT_KB - 1) // WEIGHT_KB, block
     for block in range(n_blocks):
@@ -743,13 +744,7 @@ cdef void weight_rows(const floating* kind, WeightPart* p) noexcept nogil:
                 small_gemm_ta_f64(g1 - g0, job.n, kb, a, job.lda, packed, 0 if k0 == 0 else 1,
                                   <double*> job.c + g0 * job.n, job.n)
             if job.sums != NULL:
-                sums = <floating*> job.sums
-                if k0 == 0:
-                    for g in range(g0, g1):
-                        sums[g] = 0
-                for i in range(kb):
-                    for g in range(g1 - g0):
-                        sums[g0 + g] += a[i * job.lda + g]
+                column_sums(kb, g1 - g0, a, job.lda, <floating*> job.sums + g0, k0 > 0)
 
 
 cdef void weight_part_thread(void* arg) noexcept nogil:
