@@ -14,11 +14,9 @@ reset_after=False (Cho et al. 2014) differs only in n:
 
 Lengths: a sequence's steps at or past its length leave its h unchanged and its y rows zero.
 """
-from collections import namedtuple
-
 import numpy as np
 
-GRUGrads = namedtuple("GRUGrads", ["dx", "dh0", "dw_ih", "dw_hh", "db_ih", "db_hh"])
+from cgru.functional import GRUGrads
 
 
 def _sigmoid(v):

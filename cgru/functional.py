@@ -5,12 +5,13 @@ every array the kernels write, and calls the compiled loops in ``cgru._gru``. No
 native code before it has been checked here: wrong ranks, sizes, dtypes or lengths raise
 ``ValueError``/``TypeError`` naming the argument and the shapes.
 """
+from collections import namedtuple
+
 import numpy as np
 
 from cgru import _gru
 from cgru._pool import POOL
 from cgru._threads import blas_threads
-from cgru._reference import GRUGrads
 
 __all__ = ["gru_forward", "gru_backward", "GRUGrads", "GRUCache", "GRUCell"]
 
@@ -22,6 +23,9 @@ _CHUNK_ROWS = 1024
 # What the kernels take for "no lengths": an empty index array.
 _NO_LENGTHS = np.empty(0, dtype=np.intp)
 _NO_LENGTHS.flags.writeable = False
+
+# What gru_backward returns: the gradients with respect to each input of gru_forward.
+GRUGrads = namedtuple("GRUGrads", ["dx", "dh0", "dw_ih", "dw_hh", "db_ih", "db_hh"])
 
 
 class GRUCache:
@@ -324,3 +328,23 @@ class GRUCell(_gru.StepKernel):
             _check_same_dtype((h,), ("h",), "the cell's weights", self.dtype)
         _check_blas_sizes(1, B, self.input_size, H)
         return np.ascontiguousarray(x), np.ascontiguousarray(h)
+
+
+# ---------------------------------------------------------------------------------------------
+# The entry for tier 3 (cgru.layers): weights in the layers' own layout, the one the kernels
+# read directly, and no re-validation of what a layer's `build` already guarantees.
+#   kernel (I, 3H) = w_ih.T, recurrent_kernel (H, 3H) = w_hh.T, b_ih and b_hh (3H,), all in
+#   PyTorch's gate order (r, z, n), C-contiguous, of x's dtype; x (T, B, I) time-major of that
+#   dtype (any strides); h0 (B, H) or None.
+# _layer_backward returns (dx or None when not need_dx, dh0, d_kernel, d_recurrent_kernel,
+# db_ih, db_hh), the weight gradients in the layout of the weights.
+# ---------------------------------------------------------------------------------------------
+def _layer_forward(x, h0, kernel, recurrent_kernel, b_ih, b_hh, reset_after, training):
+    return gru_forward(x, h0, kernel.T, recurrent_kernel.T, b_ih, b_hh,
+                       reset_after=reset_after, training=training)
+
+
+def _layer_backward(dy, dh_n, cache, need_dx=True):
+    g = gru_backward(dy, dh_n, cache)
+    return (g.dx if need_dx else None, g.dh0, np.ascontiguousarray(g.dw_ih.T),
+            np.ascontiguousarray(g.dw_hh.T), g.db_ih, g.db_hh)
