@@ -7,4 +7,4 @@ __version__ = "0.1.0"
 from . import callbacks, layers, losses, metrics, models, optimizers  # noqa: E402,F401
 from .layers import GRU, Bidirectional, Dense, Dropout  # noqa: E402,F401
 from .models import Sequential  # noqa: E402,F401
-from .saving import load_model  # noqa: E402,F401
+from .models import load_model  # noqa: E402,F401

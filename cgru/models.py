@@ -1,12 +1,14 @@
 """Sequential: a stack of layers with Keras' compile / fit / evaluate / predict.
 
-One training step (``_train_step``) is: forward through the layers keeping each
-layer's backward context, the loss on the batch, the loss gradient (taken at the
-logits when the output layer's activation pairs with the loss), backward through the
-layers in reverse, one optimizer step over all weights.
+The model drives its layers through the layer protocol of ``cgru.layers`` and never looks at
+a layer's class. One training step (``_train_step``) is: forward through the layers, each
+given its input in its own dtype and keeping its backward context; the loss on the batch;
+the loss gradient (taken at the logits when the last layer's ``output_activation`` pairs with
+the loss); backward through the layers in reverse, each gradient cast back to the dtype of
+what the layer received, the first layer computing no input gradient; one optimizer step
+over the trainable weights.
 """
 import math
-import sys
 import warnings
 
 import numpy as np
@@ -14,21 +16,22 @@ import numpy as np
 from . import losses as losses_mod
 from . import metrics as metrics_mod
 from . import optimizers as optimizers_mod
+from . import saving
 from ._progress import Progbar
 from .callbacks import Callback, CallbackList, History
-from .layers import GRU, Bidirectional, Dense, Layer, _auto_name, _fresh_seed
+from .layers import Layer
+from .layers.base import auto_name, fresh_seed, shape_str as _shape_str
+from .saving import load_model  # noqa: F401  (cgru.models.load_model, as in Keras)
+
+__all__ = ["Sequential", "load_model"]
 
 
-def _shape_str(shape):
-    return "(" + ", ".join("None" if d is None else str(d) for d in shape) + \
-        ("," if len(shape) == 1 else "") + ")"
-
-
+@saving.register_serializable
 class Sequential:
     def __init__(self, layers=None, name=None, seed=None):
-        self.name = name or _auto_name("Sequential")
+        self.name = name or auto_name("Sequential")
         self.seed = seed
-        self._shuffle_rng = np.random.default_rng(seed if seed is not None else _fresh_seed())
+        self._shuffle_rng = np.random.default_rng(seed if seed is not None else fresh_seed())
         self.layers = []
         self.optimizer = None
         self.loss = None
@@ -43,15 +46,13 @@ class Sequential:
     def add(self, layer):
         if not isinstance(layer, Layer):
             raise TypeError(f"Sequential.add() expects a cgru layer; received {layer!r}.")
-        if (isinstance(layer, GRU) and layer.return_state) or (
-                isinstance(layer, Bidirectional) and (layer.return_state
-                                                      or layer.merge_mode is None)):
-            raise ValueError(f"Layer '{layer.name}' returns several outputs "
-                             "(return_state=True or merge_mode=None); Sequential layers "
-                             "must have exactly one output.")
+        if layer.num_outputs != 1:
+            raise ValueError(f"Layer '{layer.name}' returns {layer.num_outputs} outputs (for "
+                             "example with return_state=True or merge_mode=None); Sequential "
+                             "layers must have exactly one output.")
         if self.layers and self.layers[-1].built:
             shape = self._output_shape_after(len(self.layers))
-            self._check_fits(layer, shape)
+            layer.check_input_shape((None,) + shape)
             if not layer.built:
                 layer.build(shape)
             elif tuple(layer.built_input_shape) != tuple(shape):
@@ -66,14 +67,6 @@ class Sequential:
             shape = tuple(layer.compute_output_shape(shape))
         return shape
 
-    @staticmethod
-    def _check_fits(layer, shape):
-        if isinstance(layer, (GRU, Bidirectional)) and len(shape) != 2:
-            raise ValueError(
-                f"Layer '{layer.name}' expects 3-D input (batch, timesteps, features) but "
-                f"the previous layer outputs shape {_shape_str((None,) + tuple(shape))}; "
-                "set return_sequences=True on the previous recurrent layer.")
-
     @property
     def built(self):
         return bool(self.layers) and all(layer.built for layer in self.layers)
@@ -82,7 +75,7 @@ class Sequential:
         """Build every layer for inputs of ``input_shape`` (without the batch axis)."""
         shape = tuple(input_shape)
         for layer in self.layers:
-            self._check_fits(layer, shape)
+            layer.check_input_shape((None,) + shape)
             if not layer.built:
                 layer.build(shape)
             shape = tuple(layer.compute_output_shape(shape))
@@ -101,16 +94,35 @@ class Sequential:
 
     @property
     def weights(self):
-        return [p for layer in self.layers for p in layer.weights]
+        """Every layer's live weight arrays (see ``cgru.layers``: the layers' own layout)."""
+        return [w for layer in self.layers for w in layer.weights]
+
+    @property
+    def trainable_weights(self):
+        return [w for layer in self.layers for w in layer.trainable_weights]
+
+    @property
+    def non_trainable_weights(self):
+        return [w for layer in self.layers for w in layer.non_trainable_weights]
+
+    def weights_from_keras(self, arrays):
+        """Arrays shaped as ``get_weights()`` (Keras's layout) -> the layers' own layout."""
+        out, i = [], 0
+        for layer in self.layers:
+            n = len(layer.weights)
+            out += layer.weights_from_keras(arrays[i:i + n])
+            i += n
+        return out
 
     def get_weights(self):
-        return [w.copy() for w in self.weights]
+        """Copies of every weight, in Keras 3's layout and order."""
+        return [w for layer in self.layers for w in layer.get_weights()]
 
     def set_weights(self, weights):
         weights = list(weights)
-        own = self.weights
-        if len(weights) != len(own):
-            raise ValueError(f"Model '{self.name}' has {len(own)} weight arrays; received "
+        n_own = sum(len(layer.weights) for layer in self.layers)
+        if len(weights) != n_own:
+            raise ValueError(f"Model '{self.name}' has {n_own} weight arrays; received "
                              f"{len(weights)}.")
         i = 0
         for layer in self.layers:
@@ -190,6 +202,33 @@ class Sequential:
         self._metric_names = list(metrics)
         self.compiled = True
 
+    def get_compile_config(self):
+        """What ``compile`` was given, as saving stores it (None when not compiled)."""
+        if not self.compiled:
+            return None
+        return {"optimizer": optimizers_mod.serialize(self.optimizer),
+                "optimizer_built": self.optimizer.built,
+                "loss": None if self.loss is None else self.loss.name,
+                "metrics": list(self._metric_names)}
+
+    def compile_from_config(self, config, optimizer_variables=()):
+        """Compiles as ``get_compile_config`` says, the optimizer's state restored from
+        ``optimizer_variables`` (its ``variables()`` when saved)."""
+        optimizer = optimizers_mod.deserialize(config["optimizer"])
+        self.compile(optimizer=optimizer, loss=config["loss"], metrics=config["metrics"])
+        if config.get("optimizer_built"):
+            optimizer.set_variables(list(optimizer_variables), self.trainable_weights)
+
+    def get_rng_state(self):
+        """The generators of shuffling and of every layer (dropout), for exact resumption."""
+        return {"shuffle": self._shuffle_rng.bit_generator.state,
+                "layers": [layer.rng_state() for layer in self.layers]}
+
+    def set_rng_state(self, state):
+        self._shuffle_rng.bit_generator.state = state["shuffle"]
+        for layer, layer_state in zip(self.layers, state["layers"]):
+            layer.set_rng_state(layer_state)
+
     def _require_compiled(self, what):
         if not self.compiled or self.loss is None:
             raise RuntimeError(f"You must call `compile()` with a loss before `{what}()`.")
@@ -199,24 +238,35 @@ class Sequential:
 
     # -- forward / backward ----------------------------------------------------------------
     def _forward(self, x, training=False, need_grad=False):
+        """Runs the layers on x (of the first layer's dtype); returns (output, ctxs), with
+        ctxs[i] = (layer i's context, the dtype its input came in)."""
         ctxs = []
         for layer in self.layers:
+            came_in = x.dtype
+            if came_in != layer.dtype:          # Keras's autocast at the layer boundary
+                x = x.astype(layer.dtype)
             x, ctx = layer.forward(x, training=training, need_grad=need_grad)
-            ctxs.append(ctx)
+            ctxs.append((ctx, came_in))
         return x, ctxs
 
     def _backward(self, y, y_pred, ctxs):
+        """Gradients of the loss for ``trainable_weights``, in their order."""
         last = self.layers[-1]
-        from_logits = (isinstance(last, Dense) and last.activation is not None
-                       and last.activation == self.loss.logits_activation)
-        d = self.loss.logits_gradient(y, y_pred) if from_logits else self.loss.gradient(y, y_pred)
+        at_logits = (last.output_activation is not None
+                     and last.output_activation == self.loss.logits_activation)
+        d = self.loss.logits_gradient(y, y_pred) if at_logits else self.loss.gradient(y, y_pred)
         grads = []
         for i in range(len(self.layers) - 1, -1, -1):
             layer = self.layers[i]
-            if i == len(self.layers) - 1 and isinstance(layer, Dense):
-                d, g = layer.backward(d, ctxs[i], from_logits=from_logits)
+            ctx, came_in = ctxs[i]
+            if d.dtype != layer.dtype:
+                d = d.astype(layer.dtype)
+            if at_logits and i == len(self.layers) - 1:
+                d, g = layer.backward(d, ctx, need_input_grad=i > 0, at_logits=True)
             else:
-                d, g = layer.backward(d, ctxs[i])
+                d, g = layer.backward(d, ctx, need_input_grad=i > 0)
+            if d is not None and d.dtype != came_in:
+                d = d.astype(came_in)           # back in the dtype the layer received
             grads[:0] = g
         return grads
 
@@ -227,7 +277,7 @@ class Sequential:
         if not math.isfinite(loss):
             return loss, y_pred
         grads = self._backward(y, y_pred, ctxs)
-        self.optimizer.apply(self.weights, grads)
+        self.optimizer.apply(self.trainable_weights, grads)
         return loss, y_pred
 
     def __call__(self, x, training=False):
@@ -403,13 +453,15 @@ class Sequential:
                 out = "?"
             params = layer.count_params() if layer.built else "0 (unbuilt)"
             lines.append(row([f" {layer.name} ({type(layer).__name__})", out, params]))
-        total = self.count_params()
-        size = total * (self.layers[0].dtype.itemsize if self.layers else 4)
-        kb = f"{size / 1024:.2f} KB" if size >= 1024 else f"{size:.2f} B"
+        def count(arrays):
+            n = sum(a.size for a in arrays)
+            size = sum(a.nbytes for a in arrays)
+            return f"{n:,} ({size / 1024:.2f} KB)" if size >= 1024 else f"{n:,} ({size:.2f} B)"
+
         lines += ["=" * line_length,
-                  f"Total params: {total:,} ({kb})",
-                  f"Trainable params: {total:,} ({kb})",
-                  "Non-trainable params: 0 (0.00 B)",
+                  f"Total params: {count(self.weights)}",
+                  f"Trainable params: {count(self.trainable_weights)}",
+                  f"Non-trainable params: {count(self.non_trainable_weights)}",
                   "_" * line_length]
         for line in lines:
             print_fn(line)
@@ -419,21 +471,26 @@ class Sequential:
         return {"name": self.name, "seed": self.seed,
                 "build_input_shape": None if self.input_shape is None
                 else list(self.input_shape[1:]),
-                "layers": [{"class_name": type(layer).__name__, "config": layer.get_config()}
-                           for layer in self.layers]}
+                "layers": [saving.serialize(layer) for layer in self.layers]}
+
+    @classmethod
+    def from_config(cls, config):
+        model = cls(name=config.get("name"), seed=config.get("seed"))
+        for entry in config["layers"]:
+            model.add(saving.deserialize(entry))
+        if config.get("build_input_shape") is not None and not model.built:
+            model.build(tuple(config["build_input_shape"]))
+        return model
 
     def save(self, filepath):
-        """Write architecture, weights, compile settings and optimizer state to one file."""
-        from .saving import save_model
-        save_model(self, filepath)
+        """Writes architecture, weights, compile settings and optimizer state to one file."""
+        saving.save_model(self, filepath)
 
     def save_weights(self, filepath):
-        from .saving import save_weights
-        save_weights(self, filepath)
+        saving.save_weights(self, filepath)
 
     def load_weights(self, filepath):
-        from .saving import load_weights
-        load_weights(self, filepath)
+        saving.load_weights(self, filepath)
 
     def __repr__(self):
         return f"<Sequential name={self.name!r} layers={len(self.layers)}>"

@@ -1,15 +1,21 @@
 """One-file model saving: a NumPy ``.npz`` (zip) archive holding a JSON header and arrays.
 
+Saving knows the file format and nothing of model or layer classes: it asks a model for its
+state through public methods (``get_config``, ``get_weights``, ``get_compile_config``,
+``get_rng_state``, ``optimizer.variables()``) and rebuilds one through the registry of
+serializable classes (``register_serializable``, which cgru's models and layers use), so
+it imports no model or layer module.
+
 Layout of the archive (no pickled objects; loaded with ``allow_pickle=False``):
 
     __cgru__       uint8 bytes of a UTF-8 JSON header:
-                   {"format": "cgru.model", "format_version": 1,
-                    "model": <Sequential.get_config()>,
-                    "compile": {"optimizer": {...,"iterations": n}, "loss": ..., "metrics": [...]}
-                               or null,
-                    "rng": {"shuffle": <bit generator state>, "layers": [...]}}
-    weight_<i>     the model weights, in ``model.get_weights()`` order
-    optimizer_<i>  the optimizer's slot arrays, in ``optimizer.variables()`` order
+                   {"format": "cgru.model", "format_version": 2,
+                    "model": {"class_name": ..., "config": <model.get_config()>},
+                    "compile": <model.get_compile_config()> or null,
+                    "rng": <model.get_rng_state()>}
+    weight_<i>     the model weights, in ``model.get_weights()`` order (Keras's layout)
+    optimizer_<i>  the optimizer's slot arrays, in ``optimizer.variables()`` order, in the
+                   layout of ``model.trainable_weights`` (version 1: Keras's layout)
 
 The RNG states (shuffling, dropout) are saved so that training resumed from a file
 draws the same batches and masks as uninterrupted training.
@@ -24,13 +30,34 @@ import zipfile
 
 import numpy as np
 
-from . import optimizers as optimizers_mod
-from .layers import LAYER_CLASSES
-
 FORMAT = "cgru.model"
 WEIGHTS_FORMAT = "cgru.weights"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _HEADER = "__cgru__"
+
+# class name -> class, for every model and layer class a file may name
+_REGISTRY = {}
+
+
+def register_serializable(cls):
+    """Class decorator: lets ``deserialize`` (and so ``load_model``) rebuild ``cls`` from
+    ``{"class_name": cls.__name__, "config": instance.get_config()}``."""
+    _REGISTRY[cls.__name__] = cls
+    return cls
+
+
+def serialize(obj):
+    return {"class_name": type(obj).__name__, "config": obj.get_config()}
+
+
+def deserialize(entry):
+    """The object that ``serialize`` described."""
+    name = entry.get("class_name") if isinstance(entry, dict) else None
+    cls = _REGISTRY.get(name)
+    if cls is None:
+        raise ValueError(f"Unknown class {name!r} in a saved configuration; cgru knows "
+                         f"{sorted(_REGISTRY)}.")
+    return cls.from_config(entry["config"])
 
 
 def _atomic_savez(path, header, arrays):
@@ -93,55 +120,52 @@ def _numbered(arrays, prefix, path):
 
 
 def save_model(model, filepath):
+    """Writes ``model``'s architecture, weights, compile settings, optimizer state and RNG
+    states to one file (atomically)."""
+    compile_config = model.get_compile_config()
     header = {"format": FORMAT, "format_version": FORMAT_VERSION,
-              "model": model.get_config(), "compile": None,
-              "rng": {"shuffle": model._shuffle_rng.bit_generator.state,
-                      "layers": [layer.rng_state() for layer in model.layers]}}
-    arrays = {f"weight_{i}": w for i, w in enumerate(model.weights)}
-    if model.compiled:
-        header["compile"] = {
-            "optimizer": optimizers_mod.serialize(model.optimizer),
-            "optimizer_built": model.optimizer.built,
-            "loss": None if model.loss is None else model.loss.name,
-            "metrics": list(model._metric_names)}
+              "model": serialize(model), "compile": compile_config,
+              "rng": model.get_rng_state()}
+    arrays = {f"weight_{i}": w for i, w in enumerate(model.get_weights())}
+    if compile_config is not None:
         arrays.update({f"optimizer_{i}": v
                        for i, v in enumerate(model.optimizer.variables())})
     _atomic_savez(filepath, header, arrays)
 
 
-def model_from_config(config):
-    from .models import Sequential
-    model = Sequential(name=config.get("name"), seed=config.get("seed"))
-    for entry in config["layers"]:
-        cls = LAYER_CLASSES.get(entry.get("class_name"))
-        if cls is None:
-            raise ValueError(f"Unknown layer class {entry.get('class_name')!r}.")
-        model.add(cls.from_config(entry["config"]))
-    if config.get("build_input_shape") is not None and not model.built:
-        model.build(tuple(config["build_input_shape"]))
-    return model
+def _keras_layout_slots_to_model(model, slots):
+    """Version-1 files kept optimizer slots in Keras's layout, weight by weight and slot by
+    slot: each slot's arrays go through the model's conversion to its own layout."""
+    n = len(model.weights)
+    if not slots or n == 0 or len(slots) % n:
+        return slots
+    per_weight = len(slots) // n
+    out = list(slots)
+    for s in range(per_weight):
+        converted = model.weights_from_keras([slots[i * per_weight + s] for i in range(n)])
+        for i in range(n):
+            out[i * per_weight + s] = converted[i]
+    return out
 
 
 def load_model(filepath):
-    """Restore a model written by ``model.save``: architecture, weights, compile settings,
-    optimizer state (with its iteration count) and the shuffling/dropout RNG states."""
+    """Restores a model written by ``model.save``: architecture, weights, compile settings,
+    optimizer state (with its iteration count) and the shuffling and dropout RNG states."""
     header, arrays = _read(filepath, FORMAT)
     path = os.fspath(filepath)
     try:
-        model = model_from_config(header["model"])
-        weights = _numbered(arrays, "weight_", path)
-        model.set_weights(weights)
-        compile_cfg = header.get("compile")
-        if compile_cfg is not None:
-            optimizer = optimizers_mod.deserialize(compile_cfg["optimizer"])
-            model.compile(optimizer=optimizer, loss=compile_cfg["loss"],
-                          metrics=compile_cfg["metrics"])
-            if compile_cfg.get("optimizer_built"):
-                optimizer.set_variables(_numbered(arrays, "optimizer_", path), model.weights)
-        rng = header["rng"]
-        model._shuffle_rng.bit_generator.state = rng["shuffle"]
-        for layer, state in zip(model.layers, rng["layers"]):
-            layer.set_rng_state(state)
+        entry = header["model"]
+        if "class_name" not in entry:               # version 1: a Sequential's config
+            entry = {"class_name": "Sequential", "config": entry}
+        model = deserialize(entry)
+        model.set_weights(_numbered(arrays, "weight_", path))
+        compile_config = header.get("compile")
+        if compile_config is not None:
+            slots = _numbered(arrays, "optimizer_", path)
+            if header.get("format_version", 1) < 2:
+                slots = _keras_layout_slots_to_model(model, slots)
+            model.compile_from_config(compile_config, slots)
+        model.set_rng_state(header["rng"])
     except (KeyError, TypeError, IndexError) as e:
         raise ValueError(f"{path!r} is a corrupt cgru model file ({type(e).__name__}: {e}).") \
             from None
@@ -150,7 +174,7 @@ def load_model(filepath):
 
 def save_weights(model, filepath):
     header = {"format": WEIGHTS_FORMAT, "format_version": FORMAT_VERSION}
-    _atomic_savez(filepath, header, {f"weight_{i}": w for i, w in enumerate(model.weights)})
+    _atomic_savez(filepath, header, {f"weight_{i}": w for i, w in enumerate(model.get_weights())})
 
 
 def load_weights(model, filepath):

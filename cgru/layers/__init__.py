@@ -1,0 +1,74 @@
+"""Keras-style layers (tier 3): GRU, Bidirectional, Dense, Dropout, and the layer protocol.
+
+Layers are batch-first, as in Keras. A user calls a layer, ``layer(x, training=False)``: it
+casts ``x`` to the layer's dtype, checks its shape, builds the weights on first use and
+returns the output. Models drive layers through the protocol below and nothing else: a model
+never looks at a layer's class.
+
+The layer protocol
+------------------
+``build(input_shape)``
+    Creates the weights (``add_weight``) for inputs of ``input_shape`` (no batch axis).
+``compute_output_shape(input_shape)``
+    The output's shape without the batch axis, or a list of shapes when the layer returns
+    several outputs (``num_outputs`` > 1, e.g. ``GRU(return_state=True)``).
+``compute_mask(inputs, mask)``
+    The mask that goes with the output (default: the input's when ``supports_masking``).
+``check_input_shape(shape)``
+    Raises a ValueError naming the shapes unless a batch of ``shape`` suits the layer.
+``forward(inputs, training, mask, need_grad) -> (outputs, ctx)``
+    Computes the outputs from inputs already cast to the layer's dtype. ``ctx`` holds what
+    ``backward`` needs (None unless ``need_grad``); nothing is stored on the layer, so
+    inference calls of one layer may run from several threads at once.
+``backward(d_outputs, ctx, need_input_grad) -> (d_inputs, grads)``
+    ``grads`` follow ``trainable_weights`` (empty when the layer is frozen); ``d_inputs``
+    is None when ``need_input_grad`` is False (the model's first layer), and then is not
+    computed at all.
+``weights`` / ``trainable_weights``
+    The live arrays, in the layout the layer computes with (for a GRU, the kernels' gate
+    order); an optimizer updates them in place. ``get_weights()``/``set_weights()`` speak
+    Keras 3's layout, through ``weights_to_keras``/``weights_from_keras``.
+``get_config()`` / ``from_config(config)``, ``rng_state()`` / ``set_rng_state(state)``
+    What saving stores and restores.
+``output_activation``
+    The name of an elementwise activation the layer applies last (or None). When it pairs
+    with the loss (sigmoid with binary crossentropy, softmax with categorical
+    crossentropy), the model asks the loss for the gradient at the activation's input and
+    calls ``backward(..., at_logits=True)``, as Keras computes these losses from logits.
+
+The model casts between layers of different dtypes: each layer receives its inputs in its
+own dtype and its input gradient goes back in the dtype the previous layer produced.
+
+A new layer is one class. For example, a layer that scales its input by a learned vector::
+
+    import numpy as np
+    from cgru.layers import Layer
+
+    class Scale(Layer):
+        \"\"\"y = x * gamma, gamma of shape (features,).\"\"\"
+        supports_masking = True
+
+        def build(self, input_shape):
+            self.gamma = self.add_weight("gamma", (input_shape[-1],), "ones")
+            super().build(input_shape)
+
+        def forward(self, x, training=False, mask=None, need_grad=False):
+            return x * self.gamma, (x if need_grad else None)
+
+        def backward(self, d_y, x, need_input_grad=True):
+            # in the forward pass: y = x * gamma
+            d_gamma = (d_y * x).reshape(-1, x.shape[-1]).sum(axis=0)
+            d_x = d_y * self.gamma if need_input_grad else None
+            return d_x, ([d_gamma] if self.trainable else [])
+
+It trains inside ``Sequential`` as it is (``compute_output_shape`` defaults to the input's).
+"""
+from .. import saving
+from .base import Layer, Weight
+from .core import Dense, Dropout
+from .rnn import GRU, Bidirectional
+
+for _cls in (GRU, Bidirectional, Dense, Dropout):
+    saving.register_serializable(_cls)
+
+__all__ = ["Layer", "Weight", "GRU", "Bidirectional", "Dense", "Dropout"]

@@ -1,0 +1,362 @@
+"""GRU and Bidirectional.
+
+The GRU keeps its weights in the layout the kernels read (``cgru.functional._layer_forward``):
+kernel (I, 3H) and recurrent_kernel (H, 3H) as Keras has them, but with the gate blocks in
+PyTorch's order (r, z, n) instead of Keras's (z, r, h), and bias (2, 3H) = [b_ih; b_hh]
+(or (3H,) = b_ih with ``reset_after=False``, where the recurrent bias is a constant zero).
+Swapping the first two gate blocks maps one order onto the other, both ways: that happens
+only in ``get_weights``/``set_weights`` and saving, never in a training step.
+"""
+import numpy as np
+
+from .. import initializers
+from ..functional import _layer_backward, _layer_forward
+from .base import Layer, check_positive_int, check_rate, dropout_mask
+
+
+def swap_gate_blocks(array, H):
+    """A copy of ``array`` with its first two blocks of H along the last axis swapped:
+    Keras's gate order (z, r, h) <-> the kernels' (r, z, n)."""
+    out = np.empty_like(array)
+    out[..., :H] = array[..., H:2 * H]
+    out[..., H:2 * H] = array[..., :H]
+    out[..., 2 * H:] = array[..., 2 * H:]
+    return out
+
+
+class GRU(Layer):
+    """Gated recurrent unit layer with Keras 3's arguments and numbers.
+
+    ``get_weights()`` gives Keras's layout (kernel (I, 3H), recurrent_kernel (H, 3H), bias
+    (2, 3H) or (3H,), gate order z, r, h), so ``set_weights(keras_gru.get_weights())``
+    reproduces a Keras layer. Input (batch, timesteps, features); output (batch, units), or
+    (batch, timesteps, units) with ``return_sequences``, and the last state as a second
+    output with ``return_state``. With ``go_backwards`` the sequence is processed from its
+    end and the returned sequence stays in processing (reversed) order, as in Keras.
+    """
+
+    def __init__(self, units, *, return_sequences=False, return_state=False,
+                 go_backwards=False, reset_after=True, kernel_initializer="glorot_uniform",
+                 recurrent_initializer="orthogonal", bias_initializer="zeros", dropout=0.0,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.units = check_positive_int("units", units)
+        self.return_sequences = bool(return_sequences)
+        self.return_state = bool(return_state)
+        self.go_backwards = bool(go_backwards)
+        self.reset_after = bool(reset_after)
+        self.kernel_initializer = initializers.name_of(kernel_initializer)
+        self.recurrent_initializer = initializers.name_of(recurrent_initializer)
+        self.bias_initializer = initializers.name_of(bias_initializer)
+        self.dropout = check_rate("dropout", dropout)
+        if self.input_shape is not None:
+            if len(self.input_shape) != 2:
+                raise ValueError("GRU `input_shape` must be (timesteps, features); received "
+                                 f"input_shape={self.input_shape}")
+            self.build(self.input_shape)
+
+    @property
+    def num_outputs(self):
+        return 2 if self.return_state else 1
+
+    def check_input_shape(self, shape):
+        if len(shape) != 3:
+            raise ValueError(
+                f"Layer '{self.name}' expects input of shape (batch, timesteps, features); "
+                f"received an array of shape {tuple(shape)}. (If it comes from a recurrent "
+                "layer, set return_sequences=True on that layer.)")
+        # the time axis is free unless `input_shape` fixed it; features must match
+        t = self.input_shape[0] if self.input_shape is not None else None
+        f = (self.built_input_shape if self.built else self.input_shape or (None, None))[1]
+        if (f is not None and shape[2] != f) or (t is not None and shape[1] != t):
+            raise ValueError(
+                f"Layer '{self.name}' expects input of shape (batch, {t}, {f}); "
+                f"received an array of shape {tuple(shape)}.")
+
+    def build(self, input_shape):
+        self.check_input_shape((None,) + tuple(input_shape))
+        I, H = int(input_shape[-1]), self.units
+        rng, dtype = self._init_rng, self.dtype
+        # Drawn in Keras's layout and order, as Keras draws them, then stored in the kernels'.
+        kernel = initializers.get(self.kernel_initializer)((I, 3 * H), dtype, rng)
+        recurrent = initializers.get(self.recurrent_initializer)((H, 3 * H), dtype, rng)
+        bias = initializers.get(self.bias_initializer)(
+            (2, 3 * H) if self.reset_after else (3 * H,), dtype, rng)
+        self.kernel = self.add_weight("kernel", value=swap_gate_blocks(kernel, H))
+        self.recurrent_kernel = self.add_weight("recurrent_kernel",
+                                                value=swap_gate_blocks(recurrent, H))
+        self.bias = self.add_weight("bias", value=swap_gate_blocks(bias, H))
+        # reset_after=False: the kernels' recurrent bias is a constant zero
+        self._zero_bias = np.zeros(3 * H, self.dtype)
+        super().build(input_shape)
+
+    def weights_to_keras(self, arrays):
+        return [swap_gate_blocks(a, self.units) for a in arrays]
+
+    weights_from_keras = weights_to_keras       # the swap is its own inverse
+
+    def compute_output_shape(self, input_shape):
+        out = (input_shape[0], self.units) if self.return_sequences else (self.units,)
+        return [out, (self.units,)] if self.return_state else out
+
+    # -- forward and backward ------------------------------------------------------------
+    def run(self, x, h0, training=False, need_grad=False):
+        """x (B, T, I) of the layer's dtype -> (output, h_n, ctx); ctx None unless need_grad.
+        The time loop: cgru.functional (time-major), with dropout on x first."""
+        keep = None
+        if training and self.dropout > 0:
+            # Keras (recurrent_dropout=0): one (B, I) mask shared by all time steps
+            keep = dropout_mask(self._dropout_rng, (x.shape[0], x.shape[2]), self.dropout,
+                                self.dtype)
+            x = x * keep[:, None, :]
+        x_tm = x.transpose(1, 0, 2)         # time-major view; made contiguous once, below
+        if self.go_backwards:
+            x_tm = x_tm[::-1]
+        bias = self.bias
+        b_ih, b_hh = (bias[0], bias[1]) if self.reset_after else (bias, self._zero_bias)
+        y, h_n, cache = _layer_forward(x_tm, h0, self.kernel, self.recurrent_kernel, b_ih,
+                                       b_hh, self.reset_after, need_grad)
+        # with go_backwards the sequence stays in processing order, as in Keras
+        output = y.transpose(1, 0, 2) if self.return_sequences else h_n
+        return output, h_n, ((cache, keep) if need_grad else None)
+
+    def run_backward(self, d_output, d_h, ctx, need_input_grad=True):
+        """Gradients of (output, h_n) -> (dx or None, dh0, grads of trainable_weights)."""
+        cache, keep = ctx
+        if self.return_sequences:
+            dy = None if d_output is None else d_output.transpose(1, 0, 2)
+            dh_n = d_h
+        else:
+            dy = None
+            dh_n = d_output if d_h is None else (d_h if d_output is None else d_output + d_h)
+        dx, dh0, d_kernel, d_recurrent, db_ih, db_hh = _layer_backward(
+            dy, dh_n, cache, need_dx=need_input_grad)
+        if dx is not None:
+            dx = dx[::-1] if self.go_backwards else dx
+            dx = dx.transpose(1, 0, 2)
+            dx = dx * keep[:, None, :] if keep is not None else np.ascontiguousarray(dx)
+        grads = []
+        if self.trainable:
+            d_bias = np.stack([db_ih, db_hh]) if self.reset_after else db_ih
+            grads = [d_kernel, d_recurrent, d_bias]
+        return dx, dh0, grads
+
+    def forward(self, x, training=False, mask=None, need_grad=False, initial_state=None):
+        output, h_n, ctx = self.run(x, initial_state, training, need_grad)
+        if self.return_state:
+            return (output, h_n), ctx
+        return output, ctx
+
+    def backward(self, d_output, ctx, need_input_grad=True):
+        d_h = None
+        if self.return_state:
+            d_output, d_h = d_output
+        dx, _, grads = self.run_backward(d_output, d_h, ctx, need_input_grad)
+        return dx, grads
+
+    def initial_state_array(self, initial_state, batch):
+        """The user's ``initial_state`` (an array or a one-element list) as (batch, units)."""
+        if initial_state is None:
+            return None
+        if isinstance(initial_state, (list, tuple)):
+            if len(initial_state) != 1:
+                raise ValueError(f"GRU takes one initial state; received {len(initial_state)}.")
+            initial_state = initial_state[0]
+        h0 = self.cast(initial_state, "initial_state")
+        if h0.shape != (batch, self.units):
+            raise ValueError(f"`initial_state` must have shape ({batch}, {self.units}); "
+                             f"received an array of shape {h0.shape}.")
+        return np.ascontiguousarray(h0)
+
+    def __call__(self, x, initial_state=None, training=False):
+        x = self.cast(x)
+        self.check_input_shape(x.shape)
+        self.ensure_built(x.shape[1:])
+        h0 = self.initial_state_array(initial_state, x.shape[0])
+        out, _ = self.forward(x, training=training, initial_state=h0)
+        if self.return_state:
+            return (np.ascontiguousarray(out[0]), out[1])
+        return np.ascontiguousarray(out)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(units=self.units, return_sequences=self.return_sequences,
+                      return_state=self.return_state, go_backwards=self.go_backwards,
+                      reset_after=self.reset_after,
+                      kernel_initializer=self.kernel_initializer,
+                      recurrent_initializer=self.recurrent_initializer,
+                      bias_initializer=self.bias_initializer, dropout=self.dropout)
+        return config
+
+
+_MERGE_MODES = ("concat", "sum", "mul", "ave", None)
+
+
+class Bidirectional(Layer):
+    """Runs a GRU forwards and a copy of it backwards and merges the two outputs.
+
+    Weights: the forward layer's, then the backward layer's. The backward output is flipped
+    back to time order before merging; ``merge_mode=None`` returns both outputs.
+    """
+
+    def __init__(self, layer, merge_mode="concat", **kwargs):
+        if not isinstance(layer, GRU):
+            raise TypeError(f"Bidirectional wraps a GRU layer; received {layer!r}.")
+        if merge_mode not in _MERGE_MODES:
+            raise ValueError(f"Received an invalid value for `merge_mode`, expected one of "
+                             f"{_MERGE_MODES}. Received: merge_mode={merge_mode!r}")
+        kwargs.setdefault("name", f"bidirectional_{layer.name}")
+        if kwargs.get("input_shape") is None:
+            kwargs["input_shape"] = layer.input_shape
+        super().__init__(dtype=layer.dtype.name, seed=layer.seed, **kwargs)
+        self.merge_mode = merge_mode
+        config = layer.get_config()
+        config.update(input_shape=None, name=f"forward_{layer.name}")
+        self.forward_layer = GRU.from_config(config)
+        if layer.built:
+            self.forward_layer.build(layer.built_input_shape)
+            self.forward_layer.set_weights(layer.get_weights())
+        config.update(name=f"backward_{layer.name}", go_backwards=not layer.go_backwards,
+                      seed=None if layer.seed is None else layer.seed + 1)
+        self.backward_layer = GRU.from_config(config)
+        self.return_sequences = layer.return_sequences
+        self.return_state = layer.return_state
+        if self.input_shape is not None:
+            self.build(self.input_shape)
+
+    @property
+    def num_outputs(self):
+        return (2 if self.merge_mode is None else 1) + (2 if self.return_state else 0)
+
+    def check_input_shape(self, shape):
+        self.forward_layer.check_input_shape(shape)
+        if self.input_shape is not None:
+            t, f = self.input_shape
+            if shape[2] != f or (t is not None and shape[1] != t):
+                raise ValueError(f"Layer '{self.name}' expects input of shape (batch, {t}, "
+                                 f"{f}); received an array of shape {tuple(shape)}.")
+
+    def build(self, input_shape):
+        for sub in (self.forward_layer, self.backward_layer):
+            sub.ensure_built(input_shape)
+        self._weights = self.forward_layer._weights + self.backward_layer._weights
+        super().build(input_shape)
+
+    @property
+    def trainable(self):
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value):
+        self._trainable = bool(value)
+        for sub in ("forward_layer", "backward_layer"):
+            if hasattr(self, sub):
+                getattr(self, sub).trainable = self._trainable
+
+    def weights_to_keras(self, arrays):
+        n = len(self.forward_layer.weights)
+        return (self.forward_layer.weights_to_keras(arrays[:n])
+                + self.backward_layer.weights_to_keras(arrays[n:]))
+
+    def weights_from_keras(self, arrays):
+        n = len(self.forward_layer.weights)
+        return (self.forward_layer.weights_from_keras(arrays[:n])
+                + self.backward_layer.weights_from_keras(arrays[n:]))
+
+    def compute_output_shape(self, input_shape):
+        shape = self.forward_layer.compute_output_shape(input_shape)
+        if self.return_state:
+            shape = shape[0]
+        outputs = [shape, shape] if self.merge_mode is None else [
+            shape[:-1] + (2 * shape[-1],) if self.merge_mode == "concat" else shape]
+        if self.return_state:
+            outputs += [(self.forward_layer.units,)] * 2
+        return outputs if len(outputs) > 1 else outputs[0]
+
+    def _merge(self, yf, yb):
+        if self.merge_mode == "concat":
+            return np.concatenate([yf, yb], axis=-1)
+        if self.merge_mode == "sum":
+            return yf + yb
+        if self.merge_mode == "mul":
+            return yf * yb
+        if self.merge_mode == "ave":
+            return (yf + yb) / self.dtype.type(2)
+        return [yf, yb]
+
+    def forward(self, x, training=False, mask=None, need_grad=False, initial_state=None):
+        hf0 = hb0 = None
+        if initial_state is not None:
+            hf0, hb0 = initial_state
+        yf, hf, ctx_f = self.forward_layer.run(x, hf0, training, need_grad)
+        yb, hb, ctx_b = self.backward_layer.run(x, hb0, training, need_grad)
+        if self.return_sequences:
+            yb = yb[:, ::-1]  # back to time order before merging
+        out = self._merge(yf, yb)
+        ctx = (ctx_f, ctx_b, yf, yb, self.merge_mode) if need_grad else None
+        if self.return_state:
+            out = (*out, hf, hb) if self.merge_mode is None else (out, hf, hb)
+        elif self.merge_mode is None:
+            out = tuple(out)
+        return out, ctx
+
+    def backward(self, d_output, ctx, need_input_grad=True):
+        ctx_f, ctx_b, yf, yb, merge_mode = ctx
+        dhf = dhb = None
+        if self.return_state:
+            *d_output, dhf, dhb = d_output
+            d_output = d_output if merge_mode is None else d_output[0]
+        if merge_mode is None:
+            d_f, d_b = d_output
+        elif merge_mode == "concat":
+            H = yf.shape[-1]
+            d_f, d_b = d_output[..., :H], d_output[..., H:]
+        elif merge_mode == "sum":
+            d_f = d_b = d_output
+        elif merge_mode == "mul":
+            d_f, d_b = d_output * yb, d_output * yf
+        else:  # ave
+            d_f = d_b = d_output / self.dtype.type(2)
+        if self.return_sequences and d_b is not None:
+            d_b = d_b[:, ::-1]
+        dx_f, _, g_f = self.forward_layer.run_backward(d_f, dhf, ctx_f, need_input_grad)
+        dx_b, _, g_b = self.backward_layer.run_backward(d_b, dhb, ctx_b, need_input_grad)
+        return (dx_f + dx_b if need_input_grad else None), g_f + g_b
+
+    def __call__(self, x, initial_state=None, training=False):
+        x = self.cast(x)
+        self.check_input_shape(x.shape)
+        self.ensure_built(x.shape[1:])
+        states = None
+        if initial_state is not None:
+            if not isinstance(initial_state, (list, tuple)) or len(initial_state) != 2:
+                raise ValueError("Bidirectional `initial_state` must be a list of two "
+                                 "arrays (forward state, backward state).")
+            states = [self.forward_layer.initial_state_array(s, x.shape[0])
+                      for s in initial_state]
+        out, _ = self.forward(x, training=training, initial_state=states)
+        return list(out) if isinstance(out, tuple) and self.merge_mode is None \
+            and not self.return_state else out
+
+    def rng_state(self):
+        return [self.forward_layer.rng_state(), self.backward_layer.rng_state()]
+
+    def set_rng_state(self, state):
+        self.forward_layer.set_rng_state(state[0])
+        self.backward_layer.set_rng_state(state[1])
+
+    def get_config(self):
+        inner = self.forward_layer.get_config()
+        inner["name"] = inner["name"][len("forward_"):]
+        config = {"name": self.name, "merge_mode": self.merge_mode,
+                  "input_shape": None if self.input_shape is None else list(self.input_shape),
+                  "layer": inner}
+        if not self.trainable:
+            config["trainable"] = False
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        layer = GRU.from_config(config.pop("layer"))
+        return cls(layer, **config)
