@@ -168,14 +168,29 @@ class ModelCheckpoint(Callback):
 
 
 class CallbackList:
+    """Calls a hook on every callback that overrides it, in order (``cbs.on_epoch_end(...)``).
+
+    Hooks that no callback overrides cost nothing: per-batch hooks run on every training
+    step, and most callbacks (History, EarlyStopping) only act per epoch.
+    """
+
     def __init__(self, callbacks, model, params):
         self.callbacks = list(callbacks)
         for cb in self.callbacks:
             cb.set_model(model)
             cb.set_params(params)
+        self._hooks = {}
 
     def __getattr__(self, hook):
+        if hook.startswith("_"):
+            raise AttributeError(hook)
+        base = getattr(Callback, hook)
+        overriding = [getattr(cb, hook) for cb in self.callbacks
+                      if getattr(type(cb), hook, base) is not base or hook in vars(cb)]
+
         def call(*args, **kwargs):
-            for cb in self.callbacks:
-                getattr(cb, hook)(*args, **kwargs)
+            for method in overriding:
+                method(*args, **kwargs)
+        # cache on the instance: __getattr__ is not consulted again for this hook
+        setattr(self, hook, call)
         return call
