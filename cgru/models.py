@@ -239,18 +239,38 @@ class Sequential:
     # -- forward / backward ----------------------------------------------------------------
     def _forward(self, x, training=False, need_grad=False):
         """Runs the layers on x (of the first layer's dtype); returns (output, ctxs), with
-        ctxs[i] = (layer i's context, the dtype its input came in)."""
+        ctxs[i] = (layer i's context, the dtype its input came in, its output when it has an
+        activity regularizer)."""
         ctxs = []
         for layer in self.layers:
             came_in = x.dtype
             if came_in != layer.dtype:          # Keras's autocast at the layer boundary
                 x = x.astype(layer.dtype)
             x, ctx = layer.forward(x, training=training, need_grad=need_grad)
-            ctxs.append((ctx, came_in))
+            ctxs.append((ctx, came_in, None if layer.activity_regularizer is None else x))
         return x, ctxs
 
+    def _trainable_variables(self):
+        """The Weight records of ``trainable_weights``, in their order."""
+        return [v for layer in self.layers if layer.trainable
+                for v in layer.variables if v.trainable]
+
+    def _regularization_loss(self, ctxs):
+        """The weights' regularizer penalties plus the activity penalties of the outputs in
+        ``ctxs`` (each divided by its batch size, as Keras 3 does): Keras adds both to the
+        loss it trains on and reports."""
+        penalty = 0.0
+        for v in self._trainable_variables():
+            if v.regularizer is not None:
+                penalty += v.regularizer(v.array)
+        for layer, (_, _, out) in zip(self.layers, ctxs):
+            if out is not None:
+                penalty += layer.activity_regularizer(out) / max(1, out.shape[0])
+        return penalty
+
     def _backward(self, y, y_pred, ctxs):
-        """Gradients of the loss for ``trainable_weights``, in their order."""
+        """Gradients of the loss (with the regularizers' penalties) for ``trainable_weights``,
+        in their order."""
         last = self.layers[-1]
         at_logits = (last.output_activation is not None
                      and last.output_activation == self.loss.logits_activation)
@@ -258,9 +278,12 @@ class Sequential:
         grads = []
         for i in range(len(self.layers) - 1, -1, -1):
             layer = self.layers[i]
-            ctx, came_in = ctxs[i]
+            ctx, came_in, out = ctxs[i]
             if d.dtype != layer.dtype:
                 d = d.astype(layer.dtype)
+            if out is not None:                 # the activity penalty's gradient
+                d = d + layer.activity_regularizer.gradient(out) / out.dtype.type(
+                    max(1, out.shape[0]))
             if at_logits and i == len(self.layers) - 1:
                 d, g = layer.backward(d, ctx, need_input_grad=i > 0, at_logits=True)
             else:
@@ -268,16 +291,25 @@ class Sequential:
             if d is not None and d.dtype != came_in:
                 d = d.astype(came_in)           # back in the dtype the layer received
             grads[:0] = g
+        for i, v in enumerate(self._trainable_variables()):
+            if v.regularizer is not None:
+                grads[i] = grads[i] + v.regularizer.gradient(v.array)
         return grads
 
     def _train_step(self, x, y):
-        """One step on a batch; returns (loss, y_pred). No update when the loss is not finite."""
+        """One step on a batch; returns (loss, y_pred), the loss with the regularizers'
+        penalties. No update when the loss is not finite. Constraints apply after the
+        update, as Keras's optimizers apply them."""
         y_pred, ctxs = self._forward(x, training=True, need_grad=True)
-        loss = self.loss(y, y_pred)
+        loss = self.loss(y, y_pred) + self._regularization_loss(ctxs)
         if not math.isfinite(loss):
             return loss, y_pred
         grads = self._backward(y, y_pred, ctxs)
-        self.optimizer.apply(self.trainable_weights, grads)
+        variables = self._trainable_variables()
+        self.optimizer.apply([v.array for v in variables], grads)
+        for v in variables:
+            if v.constraint is not None:
+                v.array[...] = v.constraint(v.array)
         return loss, y_pred
 
     def __call__(self, x, training=False):
@@ -393,8 +425,8 @@ class Sequential:
             yb = y[step * batch_size:(step + 1) * batch_size]
             if len(xb) == 0:
                 break
-            y_pred = self._forward(xb)[0]
-            loss_sum += self.loss(yb, y_pred) * len(xb)
+            y_pred, ctxs = self._forward(xb)
+            loss_sum += (self.loss(yb, y_pred) + self._regularization_loss(ctxs)) * len(xb)
             seen += len(xb)
             for m in metrics:
                 m.update_state(yb, y_pred)

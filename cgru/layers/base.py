@@ -4,7 +4,7 @@ import re
 
 import numpy as np
 
-from .. import initializers
+from .. import constraints, initializers, regularizers
 
 # Automatic names, numbered per base name as Keras does ("gru", "gru_1", ...).
 _name_counts = collections.defaultdict(int)
@@ -51,13 +51,26 @@ def dropout_mask(rng, shape, rate, dtype):
 
 
 class Weight:
-    """What a layer knows about one of its weights besides the array: its name and whether
-    the optimizer trains it. (Regularizers and constraints attach here.)"""
+    """One weight of a layer: the live array and what the model needs to know about it:
+    its name, whether the optimizer trains it, its regularizer (a penalty added to the loss)
+    and its constraint (applied after each update)."""
 
-    __slots__ = ("name", "array", "trainable")
+    __slots__ = ("name", "array", "trainable", "regularizer", "constraint")
 
-    def __init__(self, name, array, trainable=True):
+    def __init__(self, name, array, trainable=True, regularizer=None, constraint=None):
         self.name, self.array, self.trainable = name, array, bool(trainable)
+        self.regularizer, self.constraint = regularizer, constraint
+
+    @property
+    def shape(self):
+        return self.array.shape
+
+    @property
+    def dtype(self):
+        return self.array.dtype
+
+    def numpy(self):
+        return self.array.copy()
 
     def __repr__(self):
         return (f"<Weight {self.name} shape={self.array.shape} dtype={self.array.dtype} "
@@ -82,8 +95,10 @@ class Layer:
     #: Does the layer pass a mask through unchanged (``compute_mask``)?
     supports_masking = False
 
-    def __init__(self, *, name=None, input_shape=None, dtype=None, seed=None, trainable=True):
+    def __init__(self, *, name=None, input_shape=None, dtype=None, seed=None, trainable=True,
+                 activity_regularizer=None):
         self.name = name or auto_name(type(self).__name__)
+        self.activity_regularizer = regularizers.get(activity_regularizer)
         dtype = "float32" if dtype is None else dtype
         try:
             dt = np.dtype(dtype)
@@ -131,13 +146,15 @@ class Layer:
         if not self.built:
             self.build(tuple(input_shape))
 
-    def add_weight(self, name, shape=None, initializer="zeros", *, value=None, trainable=True):
+    def add_weight(self, name, shape=None, initializer="zeros", *, value=None, trainable=True,
+                   regularizer=None, constraint=None):
         """A new weight of ``shape`` drawn by ``initializer`` from the layer's seeded
         generator (or ``value``, taken as is), C-contiguous, of the layer's dtype."""
         if value is None:
             value = initializers.get(initializer)(tuple(shape), self.dtype, self._init_rng)
         array = np.ascontiguousarray(value, dtype=self.dtype)
-        self._weights.append(Weight(f"{self.name}/{name}", array, trainable))
+        self._weights.append(Weight(f"{self.name}/{name}", array, trainable,
+                                    regularizers.get(regularizer), constraints.get(constraint)))
         return array
 
     # -- weights -------------------------------------------------------------------------
@@ -146,6 +163,11 @@ class Layer:
         """The live weight arrays, in the layout the layer computes with (see
         ``weights_to_keras``); an optimizer updates these in place."""
         return [w.array for w in self._weights]
+
+    @property
+    def variables(self):
+        """The ``Weight`` records (array, trainable, regularizer, constraint) of ``weights``."""
+        return list(self._weights)
 
     @property
     def trainable_weights(self):
@@ -218,6 +240,8 @@ class Layer:
                   "input_shape": None if self.input_shape is None else list(self.input_shape)}
         if not self.trainable:
             config["trainable"] = False
+        if self.activity_regularizer is not None:
+            config["activity_regularizer"] = regularizers.serialize(self.activity_regularizer)
         return config
 
     @classmethod

@@ -1,7 +1,7 @@
 """Dense and Dropout."""
 import numpy as np
 
-from .. import activations, initializers
+from .. import activations, constraints, initializers, regularizers
 from .base import Layer, check_positive_int, check_rate, dropout_mask
 
 
@@ -12,15 +12,21 @@ class Dense(Layer):
     """
 
     def __init__(self, units, activation=None, *, use_bias=True,
-                 kernel_initializer="glorot_uniform", bias_initializer="zeros", **kwargs):
+                 kernel_initializer="glorot_uniform", bias_initializer="zeros",
+                 kernel_regularizer=None, bias_regularizer=None, kernel_constraint=None,
+                 bias_constraint=None, **kwargs):
         super().__init__(**kwargs)
+        self.kernel_regularizer = regularizers.get(kernel_regularizer)
+        self.bias_regularizer = regularizers.get(bias_regularizer)
+        self.kernel_constraint = constraints.get(kernel_constraint)
+        self.bias_constraint = constraints.get(bias_constraint)
         self.units = check_positive_int("units", units)
         self.activation_fn = activations.get(activation)
         self.activation = None if self.activation_fn.name == "linear" else self.activation_fn.name
         self.output_activation = self.activation
         self.use_bias = bool(use_bias)
-        self.kernel_initializer = initializers.name_of(kernel_initializer)
-        self.bias_initializer = initializers.name_of(bias_initializer)
+        self.kernel_initializer = initializers.serialize(kernel_initializer)
+        self.bias_initializer = initializers.serialize(bias_initializer)
         if self.input_shape is not None:
             self.build(self.input_shape)
 
@@ -35,9 +41,13 @@ class Dense(Layer):
     def build(self, input_shape):
         self.check_input_shape((None,) + tuple(input_shape))
         self.kernel = self.add_weight("kernel", (int(input_shape[-1]), self.units),
-                                      self.kernel_initializer)
+                                      self.kernel_initializer,
+                                      regularizer=self.kernel_regularizer,
+                                      constraint=self.kernel_constraint)
         if self.use_bias:
-            self.bias = self.add_weight("bias", (self.units,), self.bias_initializer)
+            self.bias = self.add_weight("bias", (self.units,), self.bias_initializer,
+                                        regularizer=self.bias_regularizer,
+                                        constraint=self.bias_constraint)
         super().build(input_shape)
 
     def compute_output_shape(self, input_shape):
@@ -71,7 +81,11 @@ class Dense(Layer):
         config = super().get_config()
         config.update(units=self.units, activation=self.activation, use_bias=self.use_bias,
                       kernel_initializer=self.kernel_initializer,
-                      bias_initializer=self.bias_initializer)
+                      bias_initializer=self.bias_initializer,
+                      kernel_regularizer=regularizers.serialize(self.kernel_regularizer),
+                      bias_regularizer=regularizers.serialize(self.bias_regularizer),
+                      kernel_constraint=constraints.serialize(self.kernel_constraint),
+                      bias_constraint=constraints.serialize(self.bias_constraint))
         return config
 
 

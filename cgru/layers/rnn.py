@@ -9,7 +9,7 @@ only in ``get_weights``/``set_weights`` and saving, never in a training step.
 """
 import numpy as np
 
-from .. import initializers
+from .. import constraints, initializers, regularizers
 from ..functional import _layer_backward, _layer_forward
 from .base import Layer, check_positive_int, check_rate, dropout_mask
 
@@ -38,16 +38,25 @@ class GRU(Layer):
     def __init__(self, units, *, return_sequences=False, return_state=False,
                  go_backwards=False, reset_after=True, kernel_initializer="glorot_uniform",
                  recurrent_initializer="orthogonal", bias_initializer="zeros", dropout=0.0,
-                 **kwargs):
+                 use_bias=True, kernel_regularizer=None, recurrent_regularizer=None,
+                 bias_regularizer=None, kernel_constraint=None, recurrent_constraint=None,
+                 bias_constraint=None, **kwargs):
         super().__init__(**kwargs)
+        self.use_bias = bool(use_bias)
+        self.kernel_regularizer = regularizers.get(kernel_regularizer)
+        self.recurrent_regularizer = regularizers.get(recurrent_regularizer)
+        self.bias_regularizer = regularizers.get(bias_regularizer)
+        self.kernel_constraint = constraints.get(kernel_constraint)
+        self.recurrent_constraint = constraints.get(recurrent_constraint)
+        self.bias_constraint = constraints.get(bias_constraint)
         self.units = check_positive_int("units", units)
         self.return_sequences = bool(return_sequences)
         self.return_state = bool(return_state)
         self.go_backwards = bool(go_backwards)
         self.reset_after = bool(reset_after)
-        self.kernel_initializer = initializers.name_of(kernel_initializer)
-        self.recurrent_initializer = initializers.name_of(recurrent_initializer)
-        self.bias_initializer = initializers.name_of(bias_initializer)
+        self.kernel_initializer = initializers.serialize(kernel_initializer)
+        self.recurrent_initializer = initializers.serialize(recurrent_initializer)
+        self.bias_initializer = initializers.serialize(bias_initializer)
         self.dropout = check_rate("dropout", dropout)
         if self.input_shape is not None:
             if len(self.input_shape) != 2:
@@ -80,14 +89,25 @@ class GRU(Layer):
         # Drawn in Keras's layout and order, as Keras draws them, then stored in the kernels'.
         kernel = initializers.get(self.kernel_initializer)((I, 3 * H), dtype, rng)
         recurrent = initializers.get(self.recurrent_initializer)((H, 3 * H), dtype, rng)
-        bias = initializers.get(self.bias_initializer)(
-            (2, 3 * H) if self.reset_after else (3 * H,), dtype, rng)
-        self.kernel = self.add_weight("kernel", value=swap_gate_blocks(kernel, H))
+        # Regularizers and constraints see the kernels' layout: every one of Keras's acts on
+        # each column (or all of them) alike, so the gate blocks' order changes nothing.
+        self.kernel = self.add_weight("kernel", value=swap_gate_blocks(kernel, H),
+                                      regularizer=self.kernel_regularizer,
+                                      constraint=self.kernel_constraint)
         self.recurrent_kernel = self.add_weight("recurrent_kernel",
-                                                value=swap_gate_blocks(recurrent, H))
-        self.bias = self.add_weight("bias", value=swap_gate_blocks(bias, H))
-        # reset_after=False: the kernels' recurrent bias is a constant zero
+                                                value=swap_gate_blocks(recurrent, H),
+                                                regularizer=self.recurrent_regularizer,
+                                                constraint=self.recurrent_constraint)
+        # the kernels' recurrent bias is a constant zero with reset_after=False, and both
+        # biases are with use_bias=False
         self._zero_bias = np.zeros(3 * H, self.dtype)
+        self.bias = None
+        if self.use_bias:
+            bias = initializers.get(self.bias_initializer)(
+                (2, 3 * H) if self.reset_after else (3 * H,), dtype, rng)
+            self.bias = self.add_weight("bias", value=swap_gate_blocks(bias, H),
+                                        regularizer=self.bias_regularizer,
+                                        constraint=self.bias_constraint)
         super().build(input_shape)
 
     def weights_to_keras(self, arrays):
@@ -113,7 +133,12 @@ class GRU(Layer):
         if self.go_backwards:
             x_tm = x_tm[::-1]
         bias = self.bias
-        b_ih, b_hh = (bias[0], bias[1]) if self.reset_after else (bias, self._zero_bias)
+        if bias is None:
+            b_ih = b_hh = self._zero_bias
+        elif self.reset_after:
+            b_ih, b_hh = bias[0], bias[1]
+        else:
+            b_ih, b_hh = bias, self._zero_bias
         y, h_n, cache = _layer_forward(x_tm, h0, self.kernel, self.recurrent_kernel, b_ih,
                                        b_hh, self.reset_after, need_grad)
         # with go_backwards the sequence stays in processing order, as in Keras
@@ -137,8 +162,9 @@ class GRU(Layer):
             dx = dx * keep[:, None, :] if keep is not None else np.ascontiguousarray(dx)
         grads = []
         if self.trainable:
-            d_bias = np.stack([db_ih, db_hh]) if self.reset_after else db_ih
-            grads = [d_kernel, d_recurrent, d_bias]
+            grads = [d_kernel, d_recurrent]
+            if self.use_bias:
+                grads.append(np.stack([db_ih, db_hh]) if self.reset_after else db_ih)
         return dx, dh0, grads
 
     def forward(self, x, training=False, mask=None, need_grad=False, initial_state=None):
@@ -185,7 +211,14 @@ class GRU(Layer):
                       reset_after=self.reset_after,
                       kernel_initializer=self.kernel_initializer,
                       recurrent_initializer=self.recurrent_initializer,
-                      bias_initializer=self.bias_initializer, dropout=self.dropout)
+                      bias_initializer=self.bias_initializer, dropout=self.dropout,
+                      use_bias=self.use_bias,
+                      kernel_regularizer=regularizers.serialize(self.kernel_regularizer),
+                      recurrent_regularizer=regularizers.serialize(self.recurrent_regularizer),
+                      bias_regularizer=regularizers.serialize(self.bias_regularizer),
+                      kernel_constraint=constraints.serialize(self.kernel_constraint),
+                      recurrent_constraint=constraints.serialize(self.recurrent_constraint),
+                      bias_constraint=constraints.serialize(self.bias_constraint))
         return config
 
 
