@@ -4,7 +4,8 @@ from cgru.functional import GRUGrads, gru_backward, gru_forward
 __version__ = "0.1.0"
 
 # Training API (Keras-style layers and models)
-from . import callbacks, layers, losses, metrics, models, optimizers  # noqa: E402,F401
-from .layers import GRU, Bidirectional, Dense, Dropout  # noqa: E402,F401
+from . import (activations, callbacks, constraints, initializers, layers, losses,  # noqa: E402,F401
+               metrics, models, optimizers, regularizers)
+from .layers import GRU, Bidirectional, Dense, Dropout, Input, InputLayer  # noqa: E402,F401
 from .models import Sequential  # noqa: E402,F401
 from .models import load_model  # noqa: E402,F401

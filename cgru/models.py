@@ -19,7 +19,7 @@ from . import optimizers as optimizers_mod
 from . import saving
 from ._progress import Progbar
 from .callbacks import Callback, CallbackList, History
-from .layers import Layer
+from .layers import InputLayer, KerasTensor, Layer
 from .layers.base import auto_name, fresh_seed, shape_str as _shape_str
 from .saving import load_model  # noqa: F401  (cgru.models.load_model, as in Keras)
 
@@ -33,6 +33,7 @@ class Sequential:
         self.seed = seed
         self._shuffle_rng = np.random.default_rng(seed if seed is not None else fresh_seed())
         self.layers = []
+        self._input_layer = None        # an InputLayer given first, as Keras allows
         self.optimizer = None
         self.loss = None
         self._metric_names = []
@@ -44,13 +45,27 @@ class Sequential:
 
     # -- structure -------------------------------------------------------------------------
     def add(self, layer):
+        if isinstance(layer, KerasTensor):          # Sequential([Input(...), ...])
+            layer = layer.input_layer
+        if isinstance(layer, InputLayer):
+            if self.layers or self._input_layer is not None:
+                raise ValueError("An InputLayer can only be the first element of a "
+                                 "Sequential model.")
+            self._input_layer = layer
+            return
         if not isinstance(layer, Layer):
             raise TypeError(f"Sequential.add() expects a cgru layer; received {layer!r}.")
         if layer.num_outputs != 1:
             raise ValueError(f"Layer '{layer.name}' returns {layer.num_outputs} outputs (for "
                              "example with return_state=True or merge_mode=None); Sequential "
                              "layers must have exactly one output.")
-        if self.layers and self.layers[-1].built:
+        batch_size = self.batch_size
+        if batch_size is not None and layer.batch_size is None and not layer.built:
+            layer.batch_size = batch_size       # stateful layers keep a state per row
+        if not self.layers and self._input_layer is not None and not layer.built:
+            layer.check_input_shape((None,) + tuple(self._input_layer.input_shape))
+            layer.build(tuple(self._input_layer.input_shape))
+        elif self.layers and self.layers[-1].built:
             shape = self._output_shape_after(len(self.layers))
             layer.check_input_shape((None,) + shape)
             if not layer.built:
@@ -66,6 +81,21 @@ class Sequential:
         for layer in self.layers[:n]:
             shape = tuple(layer.compute_output_shape(shape))
         return shape
+
+    @property
+    def batch_size(self):
+        """The model's fixed batch size (from its Input or first layer), or None."""
+        if self._input_layer is not None:
+            return self._input_layer.batch_size
+        return self.layers[0].batch_size if self.layers else None
+
+    def reset_states(self):
+        """Zeros the carried states of every stateful layer."""
+        for layer in self.layers:
+            if hasattr(layer, "reset_state"):
+                layer.reset_state()
+
+    reset_state = reset_states
 
     @property
     def built(self):
@@ -143,8 +173,9 @@ class Sequential:
         if not self.layers:
             raise ValueError("The model has no layers; add layers before using it.")
         first = self.layers[0]
-        if first.input_shape is not None:
-            expected = (None,) + tuple(first.input_shape)
+        declared = (self._input_layer or first).input_shape
+        if declared is not None:
+            expected = (None,) + tuple(declared)
             ok = x.ndim == len(expected) and all(
                 e is None or e == d for e, d in zip(expected[1:], x.shape[1:]))
             if not ok:
@@ -503,7 +534,8 @@ class Sequential:
         return {"name": self.name, "seed": self.seed,
                 "build_input_shape": None if self.input_shape is None
                 else list(self.input_shape[1:]),
-                "layers": [saving.serialize(layer) for layer in self.layers]}
+                "layers": [saving.serialize(layer) for layer in
+                           ([self._input_layer] if self._input_layer else []) + self.layers]}
 
     @classmethod
     def from_config(cls, config):

@@ -66,9 +66,11 @@ It trains inside ``Sequential`` as it is (``compute_output_shape`` defaults to t
 from .. import saving
 from .base import Layer, Weight
 from .core import Dense, Dropout
+from .input_layer import Input, InputLayer, KerasTensor
 from .rnn import GRU, Bidirectional
 
-for _cls in (GRU, Bidirectional, Dense, Dropout):
+for _cls in (GRU, Bidirectional, Dense, Dropout, InputLayer):
     saving.register_serializable(_cls)
 
-__all__ = ["Layer", "Weight", "GRU", "Bidirectional", "Dense", "Dropout"]
+__all__ = ["Layer", "Weight", "GRU", "Bidirectional", "Dense", "Dropout", "Input",
+           "InputLayer"]

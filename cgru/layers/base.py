@@ -96,8 +96,17 @@ class Layer:
     supports_masking = False
 
     def __init__(self, *, name=None, input_shape=None, dtype=None, seed=None, trainable=True,
-                 activity_regularizer=None):
+                 activity_regularizer=None, batch_size=None, batch_input_shape=None,
+                 input_dim=None):
         self.name = name or auto_name(type(self).__name__)
+        if batch_input_shape is not None:           # Keras 2's way to fix the batch size
+            batch_size, input_shape = batch_input_shape[0], tuple(batch_input_shape[1:])
+        if input_dim is not None and input_shape is None:
+            input_shape = (input_dim,)
+        if batch_size is not None:
+            batch_size = check_positive_int("batch_size", batch_size)
+        #: The batch size the layer is built for, when fixed (stateful layers need it).
+        self.batch_size = batch_size
         self.activity_regularizer = regularizers.get(activity_regularizer)
         dtype = "float32" if dtype is None else dtype
         try:
@@ -238,6 +247,8 @@ class Layer:
     def get_config(self):
         config = {"name": self.name, "dtype": self.dtype.name, "seed": self.seed,
                   "input_shape": None if self.input_shape is None else list(self.input_shape)}
+        if self.batch_size is not None:
+            config["batch_size"] = self.batch_size
         if not self.trainable:
             config["trainable"] = False
         if self.activity_regularizer is not None:

@@ -24,6 +24,17 @@ def swap_gate_blocks(array, H):
     return out
 
 
+def _cell_activation(argument, value, supported):
+    """The name of the cell activation ``value``: cgru's fused cell computes the default."""
+    name = getattr(value, "name", value)
+    if name is None or name == supported or (callable(value) and getattr(
+            value, "__name__", None) == supported):
+        return supported
+    raise NotImplementedError(
+        f"GRU({argument}={value!r}): cgru's fused GRU cell computes {argument}="
+        f"'{supported}' only, for now.")
+
+
 class GRU(Layer):
     """Gated recurrent unit layer with Keras 3's arguments and numbers.
 
@@ -35,13 +46,28 @@ class GRU(Layer):
     end and the returned sequence stays in processing (reversed) order, as in Keras.
     """
 
-    def __init__(self, units, *, return_sequences=False, return_state=False,
-                 go_backwards=False, reset_after=True, kernel_initializer="glorot_uniform",
+    def __init__(self, units, activation="tanh", recurrent_activation="sigmoid", *,
+                 return_sequences=False, return_state=False, go_backwards=False,
+                 stateful=False, unroll=False, reset_after=True, recurrent_dropout=0.0,
+                 use_cudnn="auto", implementation=None, kernel_initializer="glorot_uniform",
                  recurrent_initializer="orthogonal", bias_initializer="zeros", dropout=0.0,
                  use_bias=True, kernel_regularizer=None, recurrent_regularizer=None,
                  bias_regularizer=None, kernel_constraint=None, recurrent_constraint=None,
                  bias_constraint=None, **kwargs):
         super().__init__(**kwargs)
+        self.activation = _cell_activation("activation", activation, "tanh")
+        self.recurrent_activation = _cell_activation("recurrent_activation",
+                                                     recurrent_activation, "sigmoid")
+        self.recurrent_dropout = check_rate("recurrent_dropout", recurrent_dropout)
+        if self.recurrent_dropout:
+            raise NotImplementedError(
+                f"GRU(recurrent_dropout={recurrent_dropout}): cgru's GRU cell has no "
+                "recurrent dropout yet; use `dropout` (on the inputs) or a Dropout layer.")
+        # unroll, use_cudnn and implementation choose how Keras runs the loop; cgru runs one
+        # compiled loop whatever they say, with the same numbers
+        self.stateful, self.unroll = bool(stateful), bool(unroll)
+        self.use_cudnn, self.implementation = use_cudnn, implementation
+        self.states = None
         self.use_bias = bool(use_bias)
         self.kernel_regularizer = regularizers.get(kernel_regularizer)
         self.recurrent_regularizer = regularizers.get(recurrent_regularizer)
@@ -108,7 +134,22 @@ class GRU(Layer):
             self.bias = self.add_weight("bias", value=swap_gate_blocks(bias, H),
                                         regularizer=self.bias_regularizer,
                                         constraint=self.bias_constraint)
+        if self.stateful:
+            if self.batch_size is None:
+                raise ValueError(
+                    f"Layer '{self.name}': stateful=True needs a fixed batch size. Start the "
+                    "model with Input(batch_shape=(batch, timesteps, features)), or give the "
+                    "first layer batch_input_shape=... or batch_size=...")
+            # the last state of each batch row, carried to the next call (not a weight)
+            self.states = np.zeros((self.batch_size, H), self.dtype)
         super().build(input_shape)
+
+    def reset_state(self):
+        """Zeros the carried state of a stateful layer."""
+        if self.states is not None:
+            self.states[...] = 0
+
+    reset_states = reset_state          # Keras's other name for it
 
     def weights_to_keras(self, arrays):
         return [swap_gate_blocks(a, self.units) for a in arrays]
@@ -123,6 +164,15 @@ class GRU(Layer):
     def run(self, x, h0, training=False, need_grad=False):
         """x (B, T, I) of the layer's dtype -> (output, h_n, ctx); ctx None unless need_grad.
         The time loop: cgru.functional (time-major), with dropout on x first."""
+        if self.stateful:
+            if x.shape[0] != self.states.shape[0]:
+                raise ValueError(
+                    "If an RNN is stateful, the batch size of the input sequences must be "
+                    f"the same as the batch size of the initial state. Layer '{self.name}': "
+                    f"expected batch size {self.states.shape[0]}, received input of shape "
+                    f"{x.shape}.")
+            if h0 is None:
+                h0 = self.states
         keep = None
         if training and self.dropout > 0:
             # Keras (recurrent_dropout=0): one (B, I) mask shared by all time steps
@@ -141,6 +191,8 @@ class GRU(Layer):
             b_ih, b_hh = bias, self._zero_bias
         y, h_n, cache = _layer_forward(x_tm, h0, self.kernel, self.recurrent_kernel, b_ih,
                                        b_hh, self.reset_after, need_grad)
+        if self.stateful:
+            self.states[...] = h_n          # carried to the next batch, as Keras does
         # with go_backwards the sequence stays in processing order, as in Keras
         output = y.transpose(1, 0, 2) if self.return_sequences else h_n
         return output, h_n, ((cache, keep) if need_grad else None)
@@ -197,6 +249,8 @@ class GRU(Layer):
     def __call__(self, x, initial_state=None, training=False):
         x = self.cast(x)
         self.check_input_shape(x.shape)
+        if self.stateful and self.batch_size is None and not self.built:
+            self.batch_size = x.shape[0]    # called directly: the first batch fixes it
         self.ensure_built(x.shape[1:])
         h0 = self.initial_state_array(initial_state, x.shape[0])
         out, _ = self.forward(x, training=training, initial_state=h0)
@@ -206,8 +260,11 @@ class GRU(Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(units=self.units, return_sequences=self.return_sequences,
-                      return_state=self.return_state, go_backwards=self.go_backwards,
+        config.update(units=self.units, activation=self.activation,
+                      recurrent_activation=self.recurrent_activation,
+                      return_sequences=self.return_sequences, stateful=self.stateful,
+                      unroll=self.unroll, return_state=self.return_state,
+                      go_backwards=self.go_backwards,
                       reset_after=self.reset_after,
                       kernel_initializer=self.kernel_initializer,
                       recurrent_initializer=self.recurrent_initializer,
@@ -252,6 +309,8 @@ class Bidirectional(Layer):
         config.update(name=f"backward_{layer.name}", go_backwards=not layer.go_backwards,
                       seed=None if layer.seed is None else layer.seed + 1)
         self.backward_layer = GRU.from_config(config)
+        self.batch_size = self._batch_size if self._batch_size is not None else layer.batch_size
+        self.trainable = self._trainable
         self.return_sequences = layer.return_sequences
         self.return_state = layer.return_state
         if self.input_shape is not None:
@@ -274,6 +333,23 @@ class Bidirectional(Layer):
             sub.ensure_built(input_shape)
         self._weights = self.forward_layer._weights + self.backward_layer._weights
         super().build(input_shape)
+
+    @property
+    def batch_size(self):
+        return self._batch_size
+
+    @batch_size.setter
+    def batch_size(self, value):
+        self._batch_size = value
+        for sub in ("forward_layer", "backward_layer"):
+            if hasattr(self, sub) and not getattr(self, sub).built:
+                getattr(self, sub).batch_size = value
+
+    def reset_state(self):
+        self.forward_layer.reset_state()
+        self.backward_layer.reset_state()
+
+    reset_states = reset_state
 
     @property
     def trainable(self):
@@ -359,6 +435,8 @@ class Bidirectional(Layer):
     def __call__(self, x, initial_state=None, training=False):
         x = self.cast(x)
         self.check_input_shape(x.shape)
+        if self.forward_layer.stateful and self.batch_size is None and not self.built:
+            self.batch_size = x.shape[0]    # called directly: the first batch fixes it
         self.ensure_built(x.shape[1:])
         states = None
         if initial_state is not None:
@@ -384,6 +462,8 @@ class Bidirectional(Layer):
         config = {"name": self.name, "merge_mode": self.merge_mode,
                   "input_shape": None if self.input_shape is None else list(self.input_shape),
                   "layer": inner}
+        if self.batch_size is not None:
+            config["batch_size"] = self.batch_size
         if not self.trainable:
             config["trainable"] = False
         return config

@@ -1,0 +1,80 @@
+"""Input and InputLayer: where a model's input shape, batch size and dtype are declared."""
+from .base import Layer
+
+
+class InputLayer(Layer):
+    """Declares a model's input: ``shape`` (without the batch axis), or ``batch_shape``
+    (with it), and optionally ``batch_size`` (needed by ``stateful`` recurrent layers). Used
+    as the first element of a ``Sequential``, as in Keras; it computes nothing and is not
+    listed in ``model.layers``."""
+
+    def __init__(self, shape=None, batch_size=None, dtype=None, batch_shape=None, name=None,
+                 **kwargs):
+        if "batch_input_shape" in kwargs:           # Keras 2's name, still accepted
+            batch_shape = kwargs.pop("batch_input_shape")
+        if "input_shape" in kwargs:
+            shape = kwargs.pop("input_shape")
+        if kwargs:
+            raise TypeError(f"InputLayer got unexpected arguments {sorted(kwargs)}")
+        if shape is not None and batch_shape is not None:
+            raise ValueError("You cannot pass both `shape` and `batch_shape` at the same time.")
+        if batch_size is not None and batch_shape is not None:
+            raise ValueError("You cannot pass both `batch_size` and `batch_shape` at the "
+                             "same time.")
+        if shape is None and batch_shape is None:
+            raise ValueError("You must pass a `shape` argument.")
+        if batch_shape is not None:
+            batch_shape = tuple(batch_shape)
+            batch_size, shape = batch_shape[0], batch_shape[1:]
+        shape = (shape,) if isinstance(shape, int) else tuple(shape)
+        super().__init__(name=name, dtype=dtype, input_shape=shape, batch_size=batch_size)
+        self.build(self.input_shape)
+
+    @property
+    def batch_shape(self):
+        return (self.batch_size,) + tuple(self.input_shape)
+
+    def forward(self, x, training=False, mask=None, need_grad=False):
+        return x, None
+
+    def backward(self, d_output, ctx, need_input_grad=True):
+        return d_output, []
+
+    def get_config(self):
+        return {"batch_shape": list(self.batch_shape), "dtype": self.dtype.name,
+                "name": self.name}
+
+
+class KerasTensor:
+    """What ``Input`` returns: a symbolic input of a known shape (batch axis first) and
+    dtype, made by an InputLayer. A ``Sequential`` accepts it as its first element."""
+
+    def __init__(self, input_layer):
+        self.input_layer = input_layer
+        self.shape = input_layer.batch_shape
+        self.dtype = input_layer.dtype.name
+        self.name = input_layer.name
+
+    @property
+    def ndim(self):
+        return len(self.shape)
+
+    def __repr__(self):
+        return f"<KerasTensor shape={self.shape}, dtype={self.dtype}, name={self.name}>"
+
+
+def Input(shape=None, batch_size=None, dtype=None, sparse=None, batch_shape=None, name=None,
+          tensor=None, optional=False):
+    """A symbolic model input, as ``keras.Input``: ``Input(shape=(timesteps, features))``,
+    or ``Input(batch_shape=(batch, timesteps, features))`` for a fixed batch size."""
+    if sparse:
+        raise NotImplementedError("cgru has no sparse tensors: Input(sparse=True) is not "
+                                  "supported.")
+    if tensor is not None:
+        raise NotImplementedError("cgru builds models from shapes: Input(tensor=...) is not "
+                                  "supported.")
+    if optional:
+        raise NotImplementedError("cgru has no optional inputs: Input(optional=True) is not "
+                                  "supported.")
+    return KerasTensor(InputLayer(shape=shape, batch_size=batch_size, dtype=dtype,
+                                  batch_shape=batch_shape, name=name))
