@@ -8,3 +8,4 @@ from . import callbacks, layers, losses, metrics, models, optimizers  # noqa: E4
 from .layers import GRU, Bidirectional, Dense, Dropout  # noqa: E402,F401
 from .models import Sequential  # noqa: E402,F401
 from .saving import load_model  # noqa: E402,F401
+from . import utils, backend, preprocessing  # noqa: E402,F401
