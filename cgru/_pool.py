@@ -15,14 +15,15 @@ buffer on a free list. Its contents are old numbers, exactly as with ``np.empty`
 never reused while a result, a cache or a user's view still refers to them. Nothing reads
 reference counts, so the pool works the same on free-threaded Python.
 
-How a buffer is found: buffers have size classes, four per doubling (so at most 25% of a
-buffer is unused), and the idle buffers of each class sit in a list of their own. A request
-looks at its class and the few above it, up to twice its size (so that a small request does
-not hold a big buffer), and takes the buffer released longest ago there (so a repeated call
-gets back the arrays of the previous one, in the order it made them); a release appends to
-one list. Both are constant time, under a short lock. A dying lease never waits for that lock
-(the garbage collector can run it inside a locked section of the same thread): it queues its
-buffer, and whoever holds the lock files the queue before letting go.
+How a buffer is found: buffers have size classes, four per doubling (a new buffer is at most
+25% larger than the array it was made for), and the idle buffers of each class sit in a list
+of their own. A request looks at its class and the few above it, up to twice its size (so
+that a small request does not hold a big buffer), and takes the buffer released longest ago
+there (so a repeated call gets back the arrays of the previous one, in the order it made
+them); a release appends to one list. Both are constant time, under a short lock. A dying
+lease never waits for that lock (the garbage collector can run it inside a locked section of
+the same thread): it queues its buffer, and whoever holds the lock files the queue before
+letting go.
 
 Cost of one ``empty()`` and the release of its array, with N other pooled arrays in use
 (microseconds, the range of the best-of-60 figures over four runs on a loaded 2-core machine,
