@@ -5,6 +5,7 @@ batches) or a ``num_batches`` property (``None`` for an endless dataset). The tr
 that consumes it lives elsewhere; this is the class, with Keras's constructor arguments.
 """
 import itertools
+import numbers
 import warnings
 
 __all__ = ["PyDataset", "Sequence"]
@@ -93,9 +94,9 @@ class PyDataset:
 
 
 def _check_count(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise ValueError(f"`{name}` must be an integer >= {minimum}. Received: {name}={value!r}")
-    return value
+    return int(value)
 
 
 # Keras 3 exports the same class under its Keras 2 name.
