@@ -77,7 +77,8 @@ class BufferPool:
     """Hands out uninitialised arrays (like ``np.empty``), reusing buffers nothing refers to.
 
     ``empty(shape, dtype)`` is the one call; ``clear()`` lets every buffer go;
-    ``max_idle_bytes`` (settable) bounds the memory kept for later calls; ``held_bytes`` and
+    ``max_idle_bytes`` (settable) bounds the memory kept for later calls and ``max_buffers``
+    the number of idle buffers; arrays under ``min_bytes`` are not pooled; ``held_bytes`` and
     ``idle_bytes`` tell how much the pool keeps now. Thread-safe.
     """
 
