@@ -301,3 +301,15 @@ def test_dropout_between_layers_of_another_dtype():
     model.compile(loss="mse", optimizer="sgd")
     model.fit(np.ones((4, 4, 2)), np.ones((4, 2)), verbose=0)
     assert model.predict(np.ones((4, 4, 2))).dtype == np.float32
+
+
+def test_backend_floatx_is_the_layers_default_dtype_and_clear_session_restarts_names():
+    from cgru import backend
+    try:
+        backend.set_floatx("float64")
+        assert GRU(2).dtype == np.float64 and Dense(1).dtype == np.float64
+    finally:
+        backend.set_floatx("float32")
+    assert GRU(2).dtype == np.float32
+    backend.clear_session()
+    assert [GRU(2).name, GRU(2).name, Dense(1).name] == ["gru", "gru_1", "dense"]

@@ -4,7 +4,7 @@ import re
 
 import numpy as np
 
-from .. import constraints, initializers, regularizers
+from .. import backend, constraints, initializers, regularizers
 
 # Automatic names, numbered per base name as Keras does ("gru", "gru_1", ...).
 _name_counts = collections.defaultdict(int)
@@ -108,7 +108,7 @@ class Layer:
         #: The batch size the layer is built for, when fixed (stateful layers need it).
         self.batch_size = batch_size
         self.activity_regularizer = regularizers.get(activity_regularizer)
-        dtype = "float32" if dtype is None else dtype
+        dtype = backend.floatx() if dtype is None else dtype
         try:
             dt = np.dtype(dtype)
         except TypeError:
