@@ -268,17 +268,25 @@ class Sequential:
         return [metrics_mod.get(m, y_shape, self.output_shape) for m in self._metric_names]
 
     # -- forward / backward ----------------------------------------------------------------
-    def _forward(self, x, training=False, need_grad=False):
+    def _forward(self, x, training=False, need_grad=False, mask=None):
         """Runs the layers on x (of the first layer's dtype); returns (output, ctxs), with
         ctxs[i] = (layer i's context, the dtype its input came in, its output when it has an
-        activity regularizer)."""
+        activity regularizer). A mask travels beside the tensor, as in Keras: each layer
+        gets the mask of its input and says, through ``compute_mask``, what its output's
+        mask is."""
         ctxs = []
         for layer in self.layers:
             came_in = x.dtype
             if came_in != layer.dtype:          # Keras's autocast at the layer boundary
                 x = x.astype(layer.dtype)
-            x, ctx = layer.forward(x, training=training, need_grad=need_grad)
+            out, ctx = layer.forward(x, training=training, mask=mask, need_grad=need_grad)
+            mask = layer.compute_mask(x, mask)
+            x = out
             ctxs.append((ctx, came_in, None if layer.activity_regularizer is None else x))
+        if mask is not None:
+            raise NotImplementedError(
+                f"The output of layer '{self.layers[-1].name}' carries a mask, which Keras "
+                "applies to the loss and metrics; cgru does not weight losses by masks yet.")
         return x, ctxs
 
     def _trainable_variables(self):

@@ -24,6 +24,13 @@ def swap_gate_blocks(array, H):
     return out
 
 
+def _no_mask_yet(layer, mask):
+    if mask is not None:
+        raise NotImplementedError(
+            f"Layer '{layer.name}' received a mask (from Masking or Embedding(mask_zero=True)): "
+            "cgru's GRU does not consume masks yet. Pad sequences at the front instead.")
+
+
 def _cell_activation(argument, value, supported):
     """The name of the cell activation ``value``: cgru's fused cell computes the default."""
     name = getattr(value, "name", value)
@@ -220,6 +227,7 @@ class GRU(Layer):
         return dx, dh0, grads
 
     def forward(self, x, training=False, mask=None, need_grad=False, initial_state=None):
+        _no_mask_yet(self, mask)
         output, h_n, ctx = self.run(x, initial_state, training, need_grad)
         if self.return_state:
             return (output, h_n), ctx
@@ -394,6 +402,7 @@ class Bidirectional(Layer):
         return [yf, yb]
 
     def forward(self, x, training=False, mask=None, need_grad=False, initial_state=None):
+        _no_mask_yet(self, mask)
         hf0 = hb0 = None
         if initial_state is not None:
             hf0, hb0 = initial_state
