@@ -130,3 +130,19 @@ def test_weights_only_roundtrip(tmp_path):
     b.load_weights(tmp_path / "w.npz")
     for wa, wb in zip(a.get_weights(), b.get_weights()):
         np.testing.assert_array_equal(wa, wb)
+
+
+def test_a_file_of_format_version_1_loads_and_resumes(tmp_path):
+    """tests/data/model_v1.npz was written by cgru 0.1.0 (weights and Adam's slots in Keras's
+    layout) after 2 epochs; model_v1_resumed.npz holds the data and what 2 more epochs gave
+    there. The optimizer's slots are converted to the layers' layout on loading."""
+    data_dir = os.path.join(os.path.dirname(__file__), "data")
+    model = load_model(os.path.join(data_dir, "model_v1.npz"))
+    with np.load(os.path.join(data_dir, "model_v1_resumed.npz")) as ref:
+        x, y, expected_predict = ref["x"], ref["y"], ref["predict"]
+        expected = [ref[f"arr_{i}"] for i in range(len(model.get_weights()))]
+    assert model.optimizer.iterations == 6
+    model.fit(x, y, epochs=2, batch_size=8, verbose=0)
+    for w, e in zip(model.get_weights(), expected):
+        np.testing.assert_allclose(w, e, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(model.predict(x), expected_predict, rtol=1e-5, atol=1e-6)
