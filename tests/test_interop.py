@@ -212,3 +212,124 @@ def test_to_torch_errors_name_the_option(layer, match):
 def test_to_torch_rejects_unknown_objects():
     with pytest.raises(TypeError, match="to_torch converts"):
         to_torch("gru")
+
+
+# ---------------------------------------------------------------------------------------------
+# ONNX export, run in onnxruntime against cgru's predict
+# ---------------------------------------------------------------------------------------------
+def _onnx_predict(model, x, tmp_path):
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    path = tmp_path / "model.onnx"
+    assert cgru.interop.to_onnx(model, path) == path
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {"x": x})[0], path
+
+
+def _inputs(batch=5, time=9, features=3, seed=0):
+    return np.random.default_rng(seed).standard_normal((batch, time, features)).astype(
+        np.float32)
+
+
+def _gru(units, **kwargs):
+    # non-zero biases, so that the bias layout is checked too
+    return GRU(units, bias_initializer="glorot_uniform", **kwargs)
+
+
+@pytest.mark.parametrize("reset_after", [True, False])
+@pytest.mark.parametrize("return_sequences", [True, False])
+@pytest.mark.parametrize("go_backwards", [False, True])
+def test_onnx_gru_matches_predict(go_backwards, return_sequences, reset_after, tmp_path):
+    model = Sequential([_gru(4, return_sequences=return_sequences, reset_after=reset_after,
+                             go_backwards=go_backwards, input_shape=(None, 3), seed=1)])
+    x = _inputs()
+    y, _ = _onnx_predict(model, x, tmp_path)
+    assert _max_diff(y, model.predict(x)) < TOL["float32"]
+
+
+@pytest.mark.parametrize("reset_after", [True, False])
+@pytest.mark.parametrize("return_sequences", [True, False])
+@pytest.mark.parametrize("merge_mode", ["concat", "sum", "mul", "ave"])
+def test_onnx_stacked_bidirectional_matches_predict(merge_mode, return_sequences, reset_after,
+                                                    tmp_path):
+    model = Sequential([
+        Bidirectional(_gru(4, return_sequences=True, reset_after=reset_after, seed=2),
+                      merge_mode=merge_mode, input_shape=(None, 3)),
+        Dropout(0.3),
+        _gru(5, return_sequences=True, reset_after=reset_after, seed=3),
+        Bidirectional(_gru(4, return_sequences=return_sequences, reset_after=reset_after,
+                           seed=4), merge_mode=merge_mode),
+        Dense(3, activation="softmax", seed=5),
+    ])
+    x = _inputs(seed=1)
+    y, _ = _onnx_predict(model, x, tmp_path)
+    assert _max_diff(y, model.predict(x)) < TOL["float32"]
+
+
+def test_onnx_batch_and_time_are_free(tmp_path):
+    model = Sequential([_gru(6, input_shape=(None, 3), seed=6),
+                        Dense(2, activation="sigmoid", seed=7)])
+    x = _inputs(batch=4, time=7)
+    _, path = _onnx_predict(model, x, tmp_path)
+    import onnxruntime as ort
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for batch, time in [(1, 3), (17, 12)]:
+        other = _inputs(batch=batch, time=time, seed=batch)
+        assert _max_diff(session.run(None, {"x": other})[0], model.predict(other)) < \
+            TOL["float32"]
+
+
+@pytest.mark.parametrize("activation", [None, "sigmoid", "tanh", "relu", "softmax"])
+def test_onnx_dense_activations(activation, tmp_path):
+    model = Sequential([_gru(4, return_sequences=True, input_shape=(None, 3), seed=8),
+                        Dense(3, activation=activation, seed=9,
+                              bias_initializer="glorot_uniform")])
+    x = _inputs(seed=2)
+    y, _ = _onnx_predict(model, x, tmp_path)
+    assert _max_diff(y, model.predict(x)) < TOL["float32"]
+
+
+def test_onnx_gru_nodes_and_attributes(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    model = Sequential([
+        Bidirectional(_gru(4, return_sequences=True, seed=10), input_shape=(None, 3)),
+        _gru(4, reset_after=False, go_backwards=True, seed=11),
+    ])
+    path = tmp_path / "m.onnx"
+    cgru.interop.to_onnx(model, path)
+    graph = onnx.load(str(path)).graph
+    grus = [n for n in graph.node if n.op_type == "GRU"]
+    attrs = [{a.name: onnx.helper.get_attribute_value(a) for a in n.attribute} for n in grus]
+    assert [(a["direction"], a["linear_before_reset"]) for a in attrs] == \
+        [(b"bidirectional", 1), (b"reverse", 0)]
+    dims = [d.dim_param or d.dim_value for d in graph.input[0].type.tensor_type.shape.dim]
+    assert dims == ["batch", "time", 3]
+    assert graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]  # no temporary left
+
+
+@pytest.mark.parametrize("model, error, match", [
+    (lambda: Sequential([GRU(3, input_shape=(None, 2), dtype="float64")]), TypeError,
+     "float64"),
+    (lambda: GRU(3, return_state=True, input_shape=(None, 2)), NotImplementedError,
+     "return_state=True"),
+    (lambda: Bidirectional(GRU(3), merge_mode=None, input_shape=(None, 2)),
+     NotImplementedError, "merge_mode=None"),
+    (lambda: Sequential([Bidirectional(GRU(3, go_backwards=True), input_shape=(None, 2))]),
+     NotImplementedError, "go_backwards=True"),
+    (lambda: Sequential([GRU(3)]), ValueError, "not built"),
+    (lambda: "model", TypeError, "to_onnx exports"),
+])
+def test_onnx_errors_leave_no_file(model, error, match, tmp_path):
+    pytest.importorskip("onnx")
+    with pytest.raises(error, match=match):
+        cgru.interop.to_onnx(model(), tmp_path / "m.onnx")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_onnx_missing_package_is_a_clear_import_error(monkeypatch, tmp_path):
+    import sys
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    model = Sequential([GRU(3, input_shape=(None, 2))])
+    with pytest.raises(ImportError, match=r"pip install .*onnx"):
+        cgru.interop.to_onnx(model, tmp_path / "m.onnx")
