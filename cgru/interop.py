@@ -120,9 +120,6 @@ def _check_gru_module(module):
             "units between layers at random; call module.eval() before converting (the cgru "
             f"model gets Dropout({module.dropout}) layers between the GRUs, which act in fit "
             "and are the identity in predict).")
-    for name, param in module.named_parameters():
-        if param.is_sparse or param.layout != _import_torch().strided:
-            raise TypeError(f"torch.nn.GRU parameter {name!r} is not a dense tensor.")
 
 
 def _gru_weights(module, layer, suffix, dtype):
@@ -265,10 +262,7 @@ def _recurrent_kind(layer):
                 f"Layer '{layer.name}': GRU(dropout={cell.dropout}) drops input units with "
                 "one mask for all time steps; torch.nn.GRU has no input dropout. Rebuild the "
                 "layer with dropout=0.0 (inference is unaffected) to convert it.")
-    features = layer.forward_layer.built_input_shape[-1] if isinstance(layer, Bidirectional) \
-        else layer.built_input_shape[-1]
-    return layer.forward_layer.units if isinstance(layer, Bidirectional) else layer.units, \
-        isinstance(layer, Bidirectional), int(features)
+    return cells[0].units, isinstance(layer, Bidirectional), int(cells[0].built_input_shape[-1])
 
 
 def _recurrent_stack_to_torch(layers, dropout):

@@ -62,6 +62,10 @@ def _keras_models():
                                 L.GRU(3), L.Dense(5, activation="tanh"),
                                 L.Dense(2, activation="softmax")],
         "sigmoid_head": lambda: [L.GRU(4, dropout=0.2), L.Dense(1, activation="sigmoid")],
+        # a GRU without biases reads as zero biases (exact); Dense keeps use_bias=False
+        "no_bias": lambda: [L.GRU(4, use_bias=False, return_sequences=True),
+                            L.GRU(3, use_bias=False, reset_after=False),
+                            L.Dense(2, use_bias=False)],
     }
 
 
