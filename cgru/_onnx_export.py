@@ -157,25 +157,34 @@ def _layers_of(model):
             raise ValueError(f"Model '{model.name}' is not built: call it on an input or "
                              "give its first layer `input_shape` before exporting it.")
         return list(model.layers)
-    if isinstance(model, (GRU, Bidirectional, Dense, Dropout)):
+    if isinstance(model, (GRU, Bidirectional, Dense)):
         if not model.built:
             raise ValueError(f"Layer '{model.name}' is not built: call it on an input or "
                              "give it `input_shape` before exporting it.")
         return [model]
-    raise TypeError(f"to_onnx exports a cgru Sequential or layer; received {model!r}.")
+    raise TypeError("to_onnx exports a cgru Sequential, GRU, Bidirectional or Dense; "
+                    f"received {model!r}.")
 
 
-def _input_dims(first):
-    """Symbolic batch (and time, when free) and fixed feature sizes of the graph input."""
-    shape = tuple(first.built_input_shape)
-    fixed = first.input_shape
-    dims = ["batch"]
-    for axis, size in enumerate(shape):
-        if axis < len(shape) - 1 and (fixed is None or fixed[axis] is None):
-            dims.append("time" if axis == 0 else f"axis_{axis + 1}")
-        else:
-            dims.append(int(size))
-    return dims
+def _input_shape(model, layers):
+    """The model's input shape without the batch axis, None where an axis is free: the
+    time axis unless the first layer's `input_shape` fixed it."""
+    fixed = layers[0].get_config().get("input_shape")
+    if isinstance(model, Sequential):
+        shape = list(model.input_shape[1:])
+    elif isinstance(model, Dense):
+        return [int(model.get_weights()[0].shape[0])]
+    else:
+        shape = [None, int(layers[0].get_weights()[0].shape[0])]
+    if len(shape) >= 2 and (fixed is None or fixed[0] is None):
+        shape[0] = None
+    return shape
+
+
+def _dims(shape, free_names):
+    """ONNX dims: the batch axis, then each axis, free ones named from ``free_names``."""
+    names = iter(free_names)
+    return ["batch"] + [int(d) if d is not None else next(names) for d in shape]
 
 
 def export(model, path, *, opset=17):
@@ -201,10 +210,12 @@ def export(model, path, *, opset=17):
                                       "ONNX export.")
     graph.nodes.append(onnx.helper.make_node("Identity", [x], ["y"], name="output"))
     helper = onnx.helper
-    in_dims = _input_dims(layers[0])
-    out_dims = ["batch"] + [int(d) if d is not None else None for d in
-                            _output_shape(layers, tuple(layers[0].built_input_shape))]
-    out_dims = [d if d is not None else "time" for d in out_dims]
+    shape = _input_shape(model, layers)
+    in_dims = _dims(shape, ["time", "axis_2", "axis_3"])
+    out_shape = shape
+    for layer in layers:
+        out_shape = list(layer.compute_output_shape(tuple(out_shape)))
+    out_dims = _dims(out_shape, ["time", "axis_2", "axis_3"])
     onnx_graph = helper.make_graph(
         graph.nodes, "cgru_model",
         [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, in_dims)],
@@ -217,13 +228,3 @@ def export(model, path, *, opset=17):
     with atomic_output(path) as f:
         f.write(onnx_model.SerializeToString())
     return path
-
-
-def _output_shape(layers, shape):
-    """The output shape without the batch axis; the time axis None when the input's is free."""
-    free_time = layers[0].input_shape is None or layers[0].input_shape[0] is None
-    if free_time and len(shape) >= 2:
-        shape = (None,) + tuple(shape[1:])
-    for layer in layers:
-        shape = tuple(layer.compute_output_shape(shape))
-    return shape

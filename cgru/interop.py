@@ -262,7 +262,8 @@ def _recurrent_kind(layer):
                 f"Layer '{layer.name}': GRU(dropout={cell.dropout}) drops input units with "
                 "one mask for all time steps; torch.nn.GRU has no input dropout. Rebuild the "
                 "layer with dropout=0.0 (inference is unaffected) to convert it.")
-    return cells[0].units, isinstance(layer, Bidirectional), int(cells[0].built_input_shape[-1])
+    features = cells[0].get_weights()[0].shape[0]  # kernel (I, 3H)
+    return cells[0].units, isinstance(layer, Bidirectional), int(features)
 
 
 def _recurrent_stack_to_torch(layers, dropout):

@@ -287,9 +287,9 @@ def _keras_layer_entry(layer, input_shape):
 
 def _model_input_shape(model):
     """The input shape without the batch axis, the time axis free unless it was fixed."""
-    first = model.layers[0]
-    shape = list(first.built_input_shape)
-    if len(shape) >= 2 and (first.input_shape is None or first.input_shape[0] is None):
+    shape = list(model.input_shape[1:])
+    fixed = model.layers[0].get_config().get("input_shape")
+    if len(shape) >= 2 and (fixed is None or fixed[0] is None):
         shape[0] = None
     return shape
 

@@ -319,6 +319,7 @@ def test_onnx_gru_nodes_and_attributes(tmp_path):
      NotImplementedError, "go_backwards=True"),
     (lambda: Sequential([GRU(3)]), ValueError, "not built"),
     (lambda: "model", TypeError, "to_onnx exports"),
+    (lambda: Dropout(0.5, input_shape=(None, 2)), TypeError, "to_onnx exports"),
 ])
 def test_onnx_errors_leave_no_file(model, error, match, tmp_path):
     pytest.importorskip("onnx")
@@ -333,3 +334,17 @@ def test_onnx_missing_package_is_a_clear_import_error(monkeypatch, tmp_path):
     model = Sequential([GRU(3, input_shape=(None, 2))])
     with pytest.raises(ImportError, match=r"pip install .*onnx"):
         cgru.interop.to_onnx(model, tmp_path / "m.onnx")
+
+
+@pytest.mark.parametrize("make_layer, x_shape", [
+    (lambda: Bidirectional(_gru(3, return_sequences=True, seed=12), merge_mode="mul",
+                           input_shape=(None, 3)), (4, 6, 3)),
+    (lambda: _gru(3, go_backwards=True, input_shape=(6, 3), seed=13), (4, 6, 3)),
+    (lambda: Dense(2, activation="relu", input_shape=(3,), seed=14,
+                   bias_initializer="glorot_uniform"), (4, 3)),
+])
+def test_onnx_single_layers_match_calling_them(make_layer, x_shape, tmp_path):
+    layer = make_layer()
+    x = np.random.default_rng(12).standard_normal(x_shape).astype(np.float32)
+    y, _ = _onnx_predict(layer, x, tmp_path)
+    assert _max_diff(y, layer(x)) < TOL["float32"]

@@ -151,8 +151,10 @@ def _classification_data(seed=0):
 def test_keras_optimizer_state_is_restored(optimizer, tmp_path):
     kmodel = keras.Sequential([keras.Input((T, F)), keras.layers.GRU(4),
                                keras.layers.Dense(3, activation="softmax")])
+    # run_eagerly: tracing the training step costs more than these few steps (the compile
+    # setting changes no number)
     kmodel.compile(optimizer=OPTIMIZERS[optimizer](keras.optimizers),
-                   loss="categorical_crossentropy", metrics=["accuracy"])
+                   loss="categorical_crossentropy", metrics=["accuracy"], run_eagerly=True)
     x, y = _classification_data()
     kmodel.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
     kmodel.save(tmp_path / "m.keras")
@@ -177,6 +179,7 @@ def test_cgru_optimizer_state_opens_in_keras(optimizer, tmp_path):
     model.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
     save_keras_model(model, tmp_path / "m.keras")
     kmodel = keras.models.load_model(tmp_path / "m.keras")
+    kmodel.run_eagerly = True  # as above: faster for a few steps, the same numbers
     assert int(kmodel.optimizer.iterations) == 4
     model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
     kmodel.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
