@@ -33,7 +33,6 @@ import numpy as np
 from . import optimizers as optimizers_mod
 from ._files import atomic_output
 from .layers import GRU, Bidirectional, Dense, Dropout
-from .models import Sequential
 
 __all__ = ["load_keras_model", "save_keras_model", "load_keras_weights",
            "save_keras_weights", "is_keras_model_path", "is_keras_weights_path"]
@@ -204,6 +203,7 @@ def _input_shape_of(entry):
 
 def model_from_keras_config(config):
     """A cgru Sequential (unweighted) from a Keras 3 model config (config.json's content)."""
+    from .models import Sequential  # here, so that saving code may import this module
     if config.get("class_name") != "Sequential":
         raise NotImplementedError(
             f"The Keras model is a {config.get('class_name')!r}; cgru reads Sequential "
@@ -296,6 +296,7 @@ def _model_input_shape(model):
 
 def keras_model_config(model):
     """config.json's content (without compile_config) for a built cgru Sequential."""
+    from .models import Sequential  # here, so that saving code may import this module
     if not isinstance(model, Sequential):
         raise TypeError(f"Keras files hold cgru Sequential models; received {model!r}.")
     if not model.built:
@@ -560,7 +561,8 @@ def load_keras_model(path, *, compile=True):
         raise ValueError(f"{path!r} is not a readable Keras 3 .keras file ({e}).") from None
     model = model_from_keras_config(config)
     with h5py.File(io.BytesIO(weights), "r") as h5:
-        _set_layer_weights(model, h5, path)
+        if model.built:  # a Keras model saved before it was built has no weights
+            _set_layer_weights(model, h5, path)
         compile_config = config.get("compile_config")
         if compile and compile_config:
             _compile_from_keras(model, compile_config)

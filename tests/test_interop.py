@@ -348,3 +348,10 @@ def test_onnx_single_layers_match_calling_them(make_layer, x_shape, tmp_path):
     x = np.random.default_rng(12).standard_normal(x_shape).astype(np.float32)
     y, _ = _onnx_predict(layer, x, tmp_path)
     assert _max_diff(y, layer(x)) < TOL["float32"]
+
+
+def test_from_torch_rejects_a_projection():
+    module = torch.nn.GRU(3, 4)
+    module.proj_size = 2  # torch.nn.GRU refuses proj_size; a subclass or edit could set it
+    with pytest.raises(NotImplementedError, match="proj_size=2"):
+        from_torch(module)

@@ -298,3 +298,11 @@ def test_missing_h5py_is_a_clear_import_error(monkeypatch, tmp_path):
 def test_path_dispatch(path, model_file, weights_file, tmp_path):
     assert keras_file.is_keras_model_path(path) is model_file
     assert keras_file.is_keras_weights_path(tmp_path / path) is weights_file
+
+
+def test_unbuilt_keras_model_loads_unbuilt(tmp_path):
+    kmodel = keras.Sequential([keras.layers.GRU(3), keras.layers.Dense(1)])
+    kmodel.save(tmp_path / "m.keras")
+    model = load_keras_model(tmp_path / "m.keras")
+    assert not model.built
+    assert [type(layer).__name__ for layer in model.layers] == ["GRU", "Dense"]
