@@ -63,3 +63,30 @@ def torch_grads_to_keras(dw_ih, dw_hh, db_ih, db_hh, reset_after=True):
     drecurrent = np.ascontiguousarray(dw_hh[idx].T)
     dbias = np.stack([db_ih[idx], db_hh[idx]]) if reset_after else db_ih[idx]
     return [dkernel, drecurrent, dbias]
+
+
+def slots_layout(model, optimizer, slots, to_keras):
+    """Optimizer state (``optimizer.variables()``: each trainable weight's slots, weight by
+    weight, then blocks of one array per weight such as EMA copies, then a rule's extra
+    state) moved between the layers' own layout and Keras's, through the model's
+    ``weights_to_keras``/``weights_from_keras``: a per-weight array converts as its weight
+    does. Extra state passes unchanged."""
+    n = len(model.trainable_weights)
+    if n == 0 or n != len(model.weights):
+        return list(slots)          # frozen weights: Keras's order is not the model's
+    convert = model.weights_to_keras if to_keras else model.weights_from_keras
+    per_weight = len(optimizer._active_slots())
+    if len(slots) < n * per_weight:
+        return list(slots)          # not the state of these weights (set_variables says so)
+    out = list(slots)
+    for s in range(per_weight):     # the first block: weight by weight, slot by slot
+        group = convert([slots[i * per_weight + s] for i in range(n)])
+        for i in range(n):
+            out[i * per_weight + s] = group[i]
+    shapes = [w.shape for w in model.trainable_weights]
+    start = n * per_weight
+    while start + n <= len(slots) and all(np.shape(slots[start + i]) == shapes[i]
+                                          for i in range(n)):
+        out[start:start + n] = convert(list(slots[start:start + n]))
+        start += n
+    return out

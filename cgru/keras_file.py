@@ -31,6 +31,8 @@ import zipfile
 import numpy as np
 
 from . import optimizers as optimizers_mod
+from . import saving
+from ._layout import slots_layout
 from ._files import atomic_output
 from .layers import GRU, Bidirectional, Dense, Dropout
 
@@ -102,6 +104,33 @@ def _require(config, where, expected):
                                       f"(only {key}={value!r}).")
 
 
+def _penalties(config, weights):
+    """The regularizer and constraint arguments of a Keras layer config, as cgru takes them
+    (Keras's entries {"class_name", "config"} name the same classes with the same configs)."""
+    keys = [f"{w}_{kind}" for w in weights for kind in ("regularizer", "constraint")]
+    return {key: config[key] for key in keys + ["activity_regularizer"]
+            if config.get(key) is not None}
+
+
+def _keras_entry(obj, module):
+    """A cgru regularizer or constraint as Keras's config entry (None stays None)."""
+    if obj is None:
+        return None
+    return {"module": f"keras.{module}", "class_name": type(obj).__name__,
+            "config": obj.get_config(), "registered_name": None}
+
+
+def _penalty_entries(layer, weights):
+    entries = {}
+    for w in weights:
+        entries[f"{w}_regularizer"] = _keras_entry(getattr(layer, f"{w}_regularizer"),
+                                                   "regularizers")
+        entries[f"{w}_constraint"] = _keras_entry(getattr(layer, f"{w}_constraint"),
+                                                  "constraints")
+    entries["activity_regularizer"] = _keras_entry(layer.activity_regularizer, "regularizers")
+    return entries
+
+
 def _require_none(config, where, keys):
     for key in keys:
         if config.get(key) is not None:
@@ -114,12 +143,11 @@ def _gru_from_keras(config, input_shape, where):
     _require(config, where, {"activation": "tanh", "recurrent_activation": "sigmoid",
                              "stateful": False, "recurrent_dropout": 0.0,
                              "return_state": False})
-    _require_none(config, where, ["kernel_regularizer", "recurrent_regularizer",
-                                  "bias_regularizer", "activity_regularizer",
-                                  "kernel_constraint", "recurrent_constraint",
-                                  "bias_constraint"])
     seed = config.get("seed")
     return GRU(config["units"], return_sequences=bool(config.get("return_sequences", False)),
+               use_bias=bool(config.get("use_bias", True)),
+               trainable=bool(config.get("trainable", True)),
+               **_penalties(config, ("kernel", "recurrent", "bias")),
                go_backwards=bool(config.get("go_backwards", False)),
                reset_after=bool(config.get("reset_after", True)),
                kernel_initializer=_initializer(config.get("kernel_initializer"),
@@ -164,15 +192,15 @@ def _dense_from_keras(config, input_shape, where):
     if isinstance(activation, dict) or activation not in _DENSE_ACTIVATIONS:
         raise NotImplementedError(f"{where}: activation={activation!r} is not supported by "
                                   f"cgru's Dense (it has {sorted(a for a in _DENSE_ACTIVATIONS if a)}).")
-    _require_none(config, where, ["kernel_regularizer", "bias_regularizer",
-                                  "activity_regularizer", "kernel_constraint",
-                                  "bias_constraint", "quantization_config"])
+    _require_none(config, where, ["quantization_config"])
     if config.get("lora_rank"):
         raise NotImplementedError(f"{where}: lora_rank={config['lora_rank']} is not "
                                   "supported by cgru.")
     seed = config.get("seed")
     return Dense(config["units"], activation=_DENSE_ACTIVATIONS[activation],
                  use_bias=bool(config.get("use_bias", True)),
+                 trainable=bool(config.get("trainable", True)),
+                 **_penalties(config, ("kernel", "bias")),
                  kernel_initializer=_initializer(config.get("kernel_initializer"),
                                                  "glorot_uniform"),
                  bias_initializer=_initializer(config.get("bias_initializer"), "zeros"),
@@ -203,7 +231,7 @@ def _input_shape_of(entry):
 
 def model_from_keras_config(config):
     """A cgru Sequential (unweighted) from a Keras 3 model config (config.json's content)."""
-    from .models import Sequential  # here, so that saving code may import this module
+    Sequential = saving.registered_class("Sequential")
     if config.get("class_name") != "Sequential":
         raise NotImplementedError(
             f"The Keras model is a {config.get('class_name')!r}; cgru reads Sequential "
@@ -237,11 +265,16 @@ def model_from_keras_config(config):
 # cgru layers -> Keras config
 # ---------------------------------------------------------------------------------------------
 def _keras_gru_config(layer, name):
-    return {"name": name, "trainable": True, "dtype": layer.dtype.name,
+    if layer.stateful:
+        raise NotImplementedError(f"Layer '{layer.name}': stateful=True is not written to "
+                                  "Keras files by cgru (it needs the batch size in the "
+                                  "InputLayer).")
+    return {"name": name, "trainable": layer.trainable, "dtype": layer.dtype.name,
             "return_sequences": layer.return_sequences, "return_state": False,
             "go_backwards": layer.go_backwards, "stateful": False, "unroll": False,
             "zero_output_for_mask": False, "units": layer.units, "activation": "tanh",
-            "recurrent_activation": "sigmoid", "use_bias": True,
+            "recurrent_activation": "sigmoid", "use_bias": layer.use_bias,
+            **_penalty_entries(layer, ("kernel", "recurrent", "bias")),
             "kernel_initializer": layer.get_config()["kernel_initializer"],
             "recurrent_initializer": layer.get_config()["recurrent_initializer"],
             "bias_initializer": layer.get_config()["bias_initializer"],
@@ -262,20 +295,20 @@ def _keras_layer_entry(layer, input_shape):
                                       "cannot be a Sequential layer in Keras.")
         inner = _keras_gru_config(layer.forward_layer, layer.forward_layer.name)
         class_name = "Bidirectional"
-        config = {"name": layer.name, "trainable": True, "dtype": layer.dtype.name,
-                  "merge_mode": layer.merge_mode,
+        config = {"name": layer.name, "trainable": layer.trainable,
+                  "dtype": layer.dtype.name, "merge_mode": layer.merge_mode,
                   "layer": {"module": "keras.layers", "class_name": "GRU", "config": inner,
                             "registered_name": None}}
     elif isinstance(layer, Dense):
         class_name = "Dense"
-        config = {"name": layer.name, "trainable": True, "dtype": layer.dtype.name,
+        config = {"name": layer.name, "trainable": layer.trainable, "dtype": layer.dtype.name,
                   "units": layer.units, "activation": layer.activation or "linear",
-                  "use_bias": layer.use_bias,
+                  "use_bias": layer.use_bias, **_penalty_entries(layer, ("kernel", "bias")),
                   "kernel_initializer": layer.get_config()["kernel_initializer"],
                   "bias_initializer": layer.get_config()["bias_initializer"]}
     elif isinstance(layer, Dropout):
         class_name = "Dropout"
-        config = {"name": layer.name, "trainable": True, "dtype": layer.dtype.name,
+        config = {"name": layer.name, "trainable": layer.trainable, "dtype": layer.dtype.name,
                   "rate": layer.rate, "seed": layer.seed, "noise_shape": None}
     else:
         raise NotImplementedError(f"Layer '{layer.name}' ({type(layer).__name__}) has no "
@@ -296,8 +329,7 @@ def _model_input_shape(model):
 
 def keras_model_config(model):
     """config.json's content (without compile_config) for a built cgru Sequential."""
-    from .models import Sequential  # here, so that saving code may import this module
-    if not isinstance(model, Sequential):
+    if not isinstance(model, saving.registered_class("Sequential")):
         raise TypeError(f"Keras files hold cgru Sequential models; received {model!r}.")
     if not model.built:
         raise ValueError(f"Model '{model.name}' is not built: call it on an input or give "
@@ -359,8 +391,6 @@ def _set_layer_weights(model, h5, source):
                                  f"(no group {vars_path!r}); it does not hold this model.")
             arrays = _read_vars(h5[vars_path])
             expected = [w.shape for w in part.get_weights()]
-            if isinstance(part, GRU) and len(arrays) == 2:  # Keras use_bias=False
-                arrays.append(np.zeros(expected[2], arrays[0].dtype))  # exact: adds nothing
             if [a.shape for a in arrays] != expected:
                 raise ValueError(f"{source!r}, {vars_path!r}: weight shapes "
                                  f"{[a.shape for a in arrays]} do not match layer "
@@ -501,7 +531,9 @@ def _write_optimizer(model, h5):
     optimizer = model.optimizer
     if optimizer is None or not optimizer.built:
         return
-    slots = _reorder(optimizer.variables(), len(model.weights),
+    # the slots are in the layers' own layout (a GRU's gate order): Keras's on the way out
+    slots = slots_layout(model, optimizer, optimizer.variables(), to_keras=True)
+    slots = _reorder(slots, len(model.trainable_weights),
                      type(optimizer).__name__ in _SLOT_MAJOR, False)
     group = h5.create_group("optimizer/vars")
     group.attrs["name"] = optimizer.name
@@ -519,13 +551,14 @@ def _read_optimizer(model, h5, source):
     arrays = _read_vars(h5["optimizer/vars"])
     if len(arrays) < 2:
         return
-    slots = _reorder(arrays[2:], len(model.weights), type(optimizer).__name__ in _SLOT_MAJOR,
-                     True)
+    slots = _reorder(arrays[2:], len(model.trainable_weights),
+                     type(optimizer).__name__ in _SLOT_MAJOR, True)
+    slots = slots_layout(model, optimizer, slots, to_keras=False)
     if not slots:
         optimizer.iterations = int(arrays[0])
         return
     try:
-        optimizer.set_variables(slots, model.weights)
+        optimizer.set_variables(slots, model.trainable_weights)
     except ValueError as e:
         raise ValueError(f"{source!r}: the optimizer state does not fit the model ({e}).") \
             from None

@@ -16,12 +16,19 @@ import numpy as np
 from . import losses as losses_mod
 from . import metrics as metrics_mod
 from . import optimizers as optimizers_mod
-from . import saving
+from . import keras_file, saving
 from ._progress import Progbar
 from .callbacks import Callback, CallbackList, History
 from .layers import InputLayer, KerasTensor, Layer
 from .layers.base import auto_name, fresh_seed, shape_str as _shape_str
-from .saving import load_model  # noqa: F401  (cgru.models.load_model, as in Keras)
+
+
+def load_model(filepath, compile=True):
+    """Restores a saved model: a Keras 3 ``.keras`` file (``cgru.keras_file``), or cgru's own
+    format (``cgru.saving``) for any other name."""
+    if keras_file.is_keras_model_path(filepath):
+        return keras_file.load_keras_model(filepath, compile=compile)
+    return saving.load_model(filepath)
 
 __all__ = ["Sequential", "load_model"]
 
@@ -134,6 +141,15 @@ class Sequential:
     @property
     def non_trainable_weights(self):
         return [w for layer in self.layers for w in layer.non_trainable_weights]
+
+    def weights_to_keras(self, arrays):
+        """Arrays shaped as ``weights`` (the layers' own layout) -> Keras's layout."""
+        out, i = [], 0
+        for layer in self.layers:
+            n = len(layer.weights)
+            out += layer.weights_to_keras(arrays[i:i + n])
+            i += n
+        return out
 
     def weights_from_keras(self, arrays):
         """Arrays shaped as ``get_weights()`` (Keras's layout) -> the layers' own layout."""
@@ -555,14 +571,25 @@ class Sequential:
         return model
 
     def save(self, filepath):
-        """Writes architecture, weights, compile settings and optimizer state to one file."""
-        saving.save_model(self, filepath)
+        """Writes architecture, weights, compile settings and optimizer state to one file:
+        a Keras 3 file for a ``.keras`` name, else cgru's own format."""
+        if keras_file.is_keras_model_path(filepath):
+            keras_file.save_keras_model(self, filepath)
+        else:
+            saving.save_model(self, filepath)
 
     def save_weights(self, filepath):
-        saving.save_weights(self, filepath)
+        """The weights alone: Keras 3's ``.weights.h5`` for such a name, else cgru's."""
+        if keras_file.is_keras_weights_path(filepath):
+            keras_file.save_keras_weights(self, filepath)
+        else:
+            saving.save_weights(self, filepath)
 
     def load_weights(self, filepath):
-        saving.load_weights(self, filepath)
+        if keras_file.is_keras_weights_path(filepath):
+            keras_file.load_keras_weights(self, filepath)
+        else:
+            saving.load_weights(self, filepath)
 
     def __repr__(self):
         return f"<Sequential name={self.name!r} layers={len(self.layers)}>"

@@ -30,6 +30,9 @@ import zipfile
 
 import numpy as np
 
+from . import optimizers as optimizers_mod
+from ._layout import slots_layout
+
 FORMAT = "cgru.model"
 WEIGHTS_FORMAT = "cgru.weights"
 FORMAT_VERSION = 2
@@ -44,6 +47,23 @@ def register_serializable(cls):
     ``{"class_name": cls.__name__, "config": instance.get_config()}``."""
     _REGISTRY[cls.__name__] = cls
     return cls
+
+
+def registered_class(name):
+    """The class registered under ``name`` (``register_serializable``)."""
+    if name not in _REGISTRY:
+        raise ValueError(f"Unknown class {name!r}; cgru knows {sorted(_REGISTRY)}.")
+    return _REGISTRY[name]
+
+
+def _check_not_keras_path(path):
+    """cgru's own format under a Keras file name would be a file Keras cannot open."""
+    name = os.fspath(path)
+    if name.endswith((".keras", ".h5", ".hdf5")):
+        raise ValueError(
+            f"{name!r}: cgru.saving writes and reads cgru's own format; for Keras 3 files "
+            "(.keras, .weights.h5) use model.save/cgru.models.load_model, which choose the "
+            "format by the name. Legacy Keras .h5 model files are not supported.")
 
 
 def serialize(obj):
@@ -122,6 +142,7 @@ def _numbered(arrays, prefix, path):
 def save_model(model, filepath):
     """Writes ``model``'s architecture, weights, compile settings, optimizer state and RNG
     states to one file (atomically)."""
+    _check_not_keras_path(filepath)
     compile_config = model.get_compile_config()
     header = {"format": FORMAT, "format_version": FORMAT_VERSION,
               "model": serialize(model), "compile": compile_config,
@@ -133,24 +154,10 @@ def save_model(model, filepath):
     _atomic_savez(filepath, header, arrays)
 
 
-def _keras_layout_slots_to_model(model, slots):
-    """Version-1 files kept optimizer slots in Keras's layout, weight by weight and slot by
-    slot: each slot's arrays go through the model's conversion to its own layout."""
-    n = len(model.weights)
-    if not slots or n == 0 or len(slots) % n:
-        return slots
-    per_weight = len(slots) // n
-    out = list(slots)
-    for s in range(per_weight):
-        converted = model.weights_from_keras([slots[i * per_weight + s] for i in range(n)])
-        for i in range(n):
-            out[i * per_weight + s] = converted[i]
-    return out
-
-
 def load_model(filepath):
     """Restores a model written by ``model.save``: architecture, weights, compile settings,
     optimizer state (with its iteration count) and the shuffling and dropout RNG states."""
+    _check_not_keras_path(filepath)
     header, arrays = _read(filepath, FORMAT)
     path = os.fspath(filepath)
     try:
@@ -162,8 +169,9 @@ def load_model(filepath):
         compile_config = header.get("compile")
         if compile_config is not None:
             slots = _numbered(arrays, "optimizer_", path)
-            if header.get("format_version", 1) < 2:
-                slots = _keras_layout_slots_to_model(model, slots)
+            if header.get("format_version", 1) < 2:     # Keras's layout then
+                optimizer = optimizers_mod.deserialize(compile_config["optimizer"])
+                slots = slots_layout(model, optimizer, slots, to_keras=False)
             model.compile_from_config(compile_config, slots)
         model.set_rng_state(header["rng"])
     except (KeyError, TypeError, IndexError) as e:
@@ -173,10 +181,12 @@ def load_model(filepath):
 
 
 def save_weights(model, filepath):
+    _check_not_keras_path(filepath)
     header = {"format": WEIGHTS_FORMAT, "format_version": FORMAT_VERSION}
     _atomic_savez(filepath, header, {f"weight_{i}": w for i, w in enumerate(model.get_weights())})
 
 
 def load_weights(model, filepath):
+    _check_not_keras_path(filepath)
     _, arrays = _read(filepath, WEIGHTS_FORMAT)
     model.set_weights(_numbered(arrays, "weight_", os.fspath(filepath)))

@@ -247,7 +247,6 @@ def test_weights_file_of_another_architecture_is_refused(tmp_path):
     (lambda L: [L.GRU(3, recurrent_dropout=0.1)], "recurrent_dropout=0.1"),
     (lambda L: [L.GRU(3, activation="relu")], "activation='relu'"),
     (lambda L: [L.GRU(3), L.Dense(2, activation="gelu")], "activation='gelu'"),
-    (lambda L: [L.GRU(3, kernel_regularizer="l2")], "kernel_regularizer"),
     (lambda L: [L.Bidirectional(L.LSTM(3))], "LSTM"),
 ])
 def test_unsupported_keras_layers_are_named(layers, match, tmp_path):
@@ -255,6 +254,38 @@ def test_unsupported_keras_layers_are_named(layers, match, tmp_path):
     kmodel.save(tmp_path / "m.keras")
     with pytest.raises(NotImplementedError, match=match):
         load_keras_model(tmp_path / "m.keras")
+
+
+def test_regularizers_constraints_use_bias_and_trainable_both_ways(tmp_path):
+    import cgru
+    from cgru import constraints, regularizers
+    kmodel = keras.Sequential([
+        keras.Input((T, F)),
+        keras.layers.GRU(3, use_bias=False, return_sequences=True,
+                         kernel_regularizer=keras.regularizers.L2(0.02),
+                         recurrent_constraint=keras.constraints.MaxNorm(1.5, axis=1),
+                         activity_regularizer=keras.regularizers.L1(0.01)),
+        keras.layers.GRU(2, trainable=False),
+        keras.layers.Dense(1, kernel_regularizer=keras.regularizers.L1L2(0.01, 0.03),
+                           bias_constraint=keras.constraints.NonNeg())])
+    kmodel.save(tmp_path / "k.keras")
+    model = cgru.models.load_model(tmp_path / "k.keras")
+    gru, frozen, dense = model.layers
+    assert not gru.use_bias and gru.kernel_regularizer.l2 == pytest.approx(0.02)
+    assert gru.recurrent_constraint.max_value == 1.5 and gru.recurrent_constraint.axis == 1
+    assert isinstance(gru.activity_regularizer, regularizers.L1) and not frozen.trainable
+    assert (dense.kernel_regularizer.l1, dense.kernel_regularizer.l2) == pytest.approx(
+        (0.01, 0.03))
+    assert isinstance(dense.bias_constraint, constraints.NonNeg)
+    x = np.random.default_rng(0).standard_normal((4, T, F)).astype(np.float32)
+    assert _max_diff(model.predict(x), kmodel.predict(x, verbose=0)) < 2e-6
+    model.save(tmp_path / "c.keras")
+    again = keras.models.load_model(tmp_path / "c.keras")
+    k_gru = again.layers[0]
+    assert not k_gru.use_bias and float(k_gru.kernel_regularizer.l2) == pytest.approx(0.02)
+    assert float(k_gru.recurrent_constraint.max_value) == 1.5
+    assert not again.layers[1].trainable
+    assert _max_diff(again.predict(x, verbose=0), model.predict(x)) < 2e-6
 
 
 def test_functional_keras_model_is_refused(tmp_path):
@@ -306,3 +337,29 @@ def test_unbuilt_keras_model_loads_unbuilt(tmp_path):
     model = load_keras_model(tmp_path / "m.keras")
     assert not model.built
     assert [type(layer).__name__ for layer in model.layers] == ["GRU", "Dense"]
+
+
+def test_model_save_and_load_model_choose_the_format_by_name(tmp_path):
+    import cgru
+    from cgru import GRU, Dense, Sequential
+    from cgru.callbacks import ModelCheckpoint
+    model = Sequential([GRU(3, input_shape=(T, F)), Dense(1)])
+    model.compile(optimizer="adam", loss="mse")
+    x = np.random.default_rng(0).standard_normal((8, T, F)).astype(np.float32)
+    model.fit(x, np.ones((8, 1)), epochs=2, verbose=0,
+              callbacks=[ModelCheckpoint(str(tmp_path / "ckpt-{epoch}.keras"))])
+    model.save(tmp_path / "m.keras")
+    model.save_weights(tmp_path / "m.weights.h5")
+    for name in ("m.keras", "ckpt-2.keras"):
+        assert zipfile.is_zipfile(tmp_path / name)
+        kmodel = keras.models.load_model(tmp_path / name)
+        assert _max_diff(kmodel.predict(x, verbose=0), model.predict(x)) < 2e-6
+        assert _max_diff(cgru.load_model(tmp_path / name).predict(x), model.predict(x)) < 2e-6
+    other = Sequential([GRU(3, input_shape=(T, F)), Dense(1)])
+    other.load_weights(tmp_path / "m.weights.h5")
+    assert _max_diff(other.predict(x), model.predict(x)) == 0
+    for name in ("m.h5", "m.hdf5"):        # never cgru's format under a Keras name
+        with pytest.raises(ValueError, match="Legacy Keras .h5"):
+            model.save(tmp_path / name)
+    assert sorted(os.listdir(tmp_path)) == ["ckpt-1.keras", "ckpt-2.keras", "m.keras",
+                                            "m.weights.h5"]
