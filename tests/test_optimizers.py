@@ -85,6 +85,7 @@ from cgru.optimizers import schedules  # noqa: E402
 SHAPES = [(4, 6), (6,), (2, 3, 5)]
 
 STATEFUL = [
+    opt.SGD(0.1, weight_decay=0.01, clipnorm=0.5),
     opt.SGD(0.1, momentum=0.9, nesterov=True, use_ema=True, ema_overwrite_frequency=2),
     opt.Adam(0.05, amsgrad=True, use_ema=True, ema_momentum=0.8),
     opt.AdamW(schedules.ExponentialDecay(0.05, 2, 0.5), amsgrad=True, clipnorm=1.0),
@@ -173,8 +174,9 @@ def test_flat_buffers_give_the_same_bits_as_separate_arrays(optimizer):
     for a, b, c in zip(separate, listed_flat, flat_params):
         np.testing.assert_array_equal(a, b)
         np.testing.assert_array_equal(a, c)
-    assert by_buffer._groups[0].params is not None  # the flat path was taken
-    assert separate_opt._groups[0].params is None
+    assert by_buffer._groups[0].params is by_buffer._groups[0].units[0][0]  # one pass
+    assert by_buffer._groups[0].gathered is None  # over the caller's buffer
+    assert (separate_opt._groups[0].gathered is not None) == separate_opt._gather_weights
 
 
 def test_gradients_are_not_modified_and_may_be_float64():

@@ -92,17 +92,32 @@ class _Group:
         self.params = None  # the flat weight buffer when the weights tile one
         self.param_views = None
         self.units = None
+        self.gathered = None  # a scratch copy of separate weights, updated as one buffer
+
+    def gather(self):
+        for view, p in zip(self.gathered_views, self.param_views):
+            np.copyto(view, p)
+
+    def scatter(self):
+        for view, p in zip(self.gathered_views, self.param_views):
+            np.copyto(p, view)
 
     def views(self, flat):
         return [flat[a:b].reshape(s) for a, b, s in zip(self.offsets, self.offsets[1:],
                                                          self.shapes)]
 
-    def bind(self, params, names):
-        """Remember this group's weights, find whether they tile one flat buffer, and list
-        the passes of a step as ``units``: (param, slots named ``names``, tmp1, tmp2), one
-        over the flat buffers or one per weight over views."""
+    def bind(self, params, names, gather):
+        """Remember this group's weights and list the passes of a step as ``units``:
+        (param, slots named ``names``, tmp1, tmp2). One pass over flat buffers when the
+        weights tile one buffer, or when ``gather`` asks to copy them into one around the
+        step; else one pass per weight, over views."""
         self.param_views = [params[i] for i in self.indices]
         self.params = _tiled_buffer(self.param_views)
+        self.gathered = None
+        if self.params is None and gather and len(self.param_views) > 1:
+            self.gathered = np.empty(self.size, self.dtype)
+            self.gathered_views = self.views(self.gathered)
+            self.params = self.gathered
         if self.params is not None:
             self.units = [(self.params, tuple(self.slots[n] for n in names)) + self.tmp]
         else:
@@ -140,6 +155,9 @@ class Optimizer:
     and ``_update_step``; arguments, defaults and errors follow Keras 3's BaseOptimizer."""
 
     _slot_names = ()
+    # Copy separate weights into one buffer around a step, so that the rule runs once over
+    # it: pays for rules of many passes (see the subclasses' figures), not for plain SGD.
+    _gather_weights = True
 
     def __init__(self, learning_rate, weight_decay=None, clipnorm=None, clipvalue=None,
                  global_clipnorm=None, use_ema=False, ema_momentum=0.99,
@@ -288,7 +306,7 @@ class Optimizer:
                 raise ValueError(f"`params[{i}]` is read-only; the optimizer updates weights "
                                  "in place.")
         for group in self._groups:
-            group.bind(params, self._active_slots())
+            group.bind(params, self._active_slots(), self._gather_weights)
         self._bound = list(params)
 
     # -- one step --------------------------------------------------------------------------
@@ -306,6 +324,8 @@ class Optimizer:
         for group, group_grads in zip(self._groups, grad_units):
             t = group.scalar
             units = group.units
+            if group.gathered is not None:
+                group.gather()
             if self.weight_decay is not None:
                 self._apply_weight_decay(units, t(lr), t(self.weight_decay))
             scalars = self._step_scalars(t, t(lr))
@@ -313,6 +333,8 @@ class Optimizer:
                 self._update_step(g, p, slots, tmp1, tmp2, scalars)
             if self.use_ema:
                 self._update_ema(group, units)
+            if group.gathered is not None:
+                group.scatter()
         self.iterations += 1
 
     def _prepare_gradients(self, params, grads):
@@ -400,7 +422,7 @@ class Optimizer:
         one_minus = t(1) - momentum
         overwrite = (self.ema_overwrite_frequency and
                      (self.iterations + 1) % self.ema_overwrite_frequency == 0)
-        if group.params is not None:
+        if group.params is not None:  # flat or gathered
             pairs = [(group.params, group.slots["average"])]
         else:
             pairs = list(zip(group.param_views, group.slot_views["average"]))

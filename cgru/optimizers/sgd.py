@@ -21,6 +21,11 @@ class SGD(Optimizer):
         self.momentum = float(momentum)
         self.nesterov = bool(nesterov)
 
+    @property
+    def _gather_weights(self):
+        # plain SGD is two passes a weight: gathering separate weights cost more than it saved
+        return self.momentum != 0
+
     def _active_slots(self):
         return ("momentum",) if self.momentum != 0 else ()
 
