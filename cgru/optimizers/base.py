@@ -351,7 +351,8 @@ class Optimizer:
             gs = [self._checked_gradient(grads, params, i) for i in group.indices]
             if modify or group.params is not None:
                 if not modify and len(self._groups) == 1 and isinstance(flat, np.ndarray) \
-                        and flat.shape == (group.size,) and flat.dtype == group.dtype:
+                        and flat.shape == (group.size,) and flat.dtype == group.dtype \
+                        and all(g.base is flat for g in gs):
                     out.append([flat])  # the caller's flat buffer, read only
                     continue
                 # flat weights: gathering the gradients (one copy each, ~1 us) buys one pass
