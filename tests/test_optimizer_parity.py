@@ -119,6 +119,24 @@ def test_finalize_variable_values_writes_ema_like_keras(name, kwargs):
         np.testing.assert_array_equal(w, average)
 
 
+def test_exclude_from_weight_decay_matches_keras():
+    weights, grads = _problem(4)
+    keras_opt = keras.optimizers.AdamW(0.05, weight_decay=0.3)
+    variables = [keras.Variable(w.copy()) for w in weights]
+    keras_opt.exclude_from_weight_decay(var_list=[variables[1]])
+    for step_grads in grads:
+        keras_opt.apply([keras.ops.convert_to_tensor(g) for g in step_grads], variables)
+    cgru_opt = copt.AdamW(0.05, weight_decay=0.3)
+    params = [w.copy() for w in weights]
+    cgru_opt.exclude_from_weight_decay(var_list=[params[1]])
+    for step_grads in grads:
+        cgru_opt.apply(params, step_grads)
+    _assert_same(params, [v.numpy() for v in variables], weights)
+    undecayed = _run_cgru(copt.AdamW(0.05, weight_decay=0.0), weights, grads)
+    np.testing.assert_array_equal(params[1], undecayed[1])
+    assert not np.array_equal(params[0], undecayed[0])
+
+
 def test_finalize_without_ema_changes_nothing():
     weights, grads = _problem(2)
     optimizer = copt.Adam(0.05)

@@ -90,6 +90,7 @@ STATEFUL = [
     opt.Adam(0.05, amsgrad=True, use_ema=True, ema_momentum=0.8),
     opt.AdamW(schedules.ExponentialDecay(0.05, 2, 0.5), amsgrad=True, clipnorm=1.0),
     opt.Nadam(0.05, weight_decay=0.1),
+    opt.Lion(0.01, weight_decay=0.2),
     opt.Adamax(0.05, global_clipnorm=1.0),
     opt.Adagrad(0.1, initial_accumulator_value=0.3, clipvalue=0.5),
     opt.Adadelta(1.0, loss_scale_factor=4.0),
@@ -287,6 +288,12 @@ def test_keras_argument_checks():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         opt.RMSprop(decay=None)
+    with pytest.raises(ValueError, match="var_names"):
+        opt.AdamW().exclude_from_weight_decay(var_names=["bias"])
+    built = opt.AdamW()
+    built.build([np.zeros(2)])
+    with pytest.raises(ValueError, match="before the optimizer is built"):
+        built.exclude_from_weight_decay(var_list=[])
 
 
 def test_bad_gradients_raise_naming_the_argument_and_shapes():

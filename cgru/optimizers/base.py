@@ -254,6 +254,10 @@ class Optimizer:
         for group in self._groups:
             for k, i in enumerate(group.indices):
                 self._weight_slots[i] = (group, k)
+        excluded = getattr(self, "_decay_excluded", [])
+        for group in self._groups:
+            group.decay_exempt = {k for k, i in enumerate(group.indices)
+                                  if any(params[i] is e for e in excluded)}
         self._build_extra(params)
         self._bound = None
 
@@ -329,7 +333,7 @@ class Optimizer:
             if group.gathered is not None:
                 group.gather()
             if self.weight_decay is not None:
-                self._apply_weight_decay(units, t(lr), t(self.weight_decay))
+                self._apply_weight_decay(group, units, t(lr), t(self.weight_decay))
             scalars = self._step_scalars(t, t(lr))
             for g, (p, slots, tmp1, tmp2) in zip(group_grads, units):
                 self._update_step(g, p, slots, tmp1, tmp2, scalars)
@@ -410,8 +414,24 @@ class Optimizer:
             scale = scale + (norm - norm)
             np.multiply(group.grads, scale, out=group.grads)
 
-    def _apply_weight_decay(self, units, lr, weight_decay):
-        """weight -= weight * weight_decay * lr (Keras's order), before the rule."""
+    def exclude_from_weight_decay(self, var_list=None, var_names=None):
+        """Exempt the arrays of ``var_list`` from weight decay (call before the first step).
+        cgru's weights have no names, so ``var_names`` is refused."""
+        if self.built:
+            raise ValueError("`exclude_from_weight_decay()` can only be configured before "
+                             "the optimizer is built.")
+        if var_names:
+            raise ValueError("cgru weights have no names, so `var_names` is not supported by "
+                             "`exclude_from_weight_decay`; pass the arrays in `var_list`.")
+        self._decay_excluded = list(var_list or [])
+
+    def _apply_weight_decay(self, group, units, lr, weight_decay):
+        """weight -= weight * weight_decay * lr (Keras's order), before the rule; over the
+        whole buffer unless some weights are exempt."""
+        if group.decay_exempt:
+            views = group.param_views if group.params is None else group.views(group.params)
+            units = [(p, None, tmp, None) for k, (p, tmp) in
+                     enumerate(zip(views, group.tmp_views[0])) if k not in group.decay_exempt]
         for p, _, tmp, _ in units:
             np.multiply(p, weight_decay, out=tmp)
             np.multiply(tmp, lr, out=tmp)
