@@ -329,12 +329,13 @@ class Optimizer:
         self._before_step()
         for group, group_grads in zip(self._groups, grad_units):
             t = group.scalar
+            lr_t = t(lr)  # Keras casts the learning rate to the weight's dtype
             units = group.units
             if group.gathered is not None:
                 group.gather()
             if self.weight_decay is not None:
-                self._apply_weight_decay(group, units, t(lr), t(self.weight_decay))
-            scalars = self._step_scalars(t, t(lr))
+                self._apply_weight_decay(group, units, lr_t, t(self.weight_decay))
+            scalars = self._step_scalars(t, lr_t)
             for g, (p, slots, tmp1, tmp2) in zip(group_grads, units):
                 self._update_step(g, p, slots, tmp1, tmp2, scalars)
             if self.use_ema:
@@ -352,7 +353,13 @@ class Optimizer:
                   or self.clipvalue is not None or self.global_clipnorm is not None)
         out = []
         for group in self._groups:
-            gs = [self._checked_gradient(grads, params, i) for i in group.indices]
+            gs = []
+            for i in group.indices:
+                g = grads[i]
+                if type(g) is not np.ndarray or g.shape != params[i].shape or \
+                        g.dtype.kind not in "fiu":
+                    g = self._checked_gradient(grads, params, i)  # converts or raises
+                gs.append(g)
             if modify or group.params is not None:
                 if not modify and len(self._groups) == 1 and isinstance(flat, np.ndarray) \
                         and flat.shape == (group.size,) and flat.dtype == group.dtype \
