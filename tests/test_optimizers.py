@@ -314,3 +314,5 @@ def test_bad_gradients_raise_naming_the_argument_and_shapes():
         opt.SGD().apply([np.zeros(3, np.int64)], [np.zeros(3)])
     assert optimizer.iterations == 0
     np.testing.assert_array_equal(params[0], 0)
+    optimizer.apply([], [])  # no weights: no step, as Keras
+    assert optimizer.iterations == 0

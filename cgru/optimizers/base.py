@@ -321,6 +321,8 @@ class Optimizer:
         (arrays of the same shapes, any float dtype; cast to the weight's dtype)."""
         if len(grads) != len(params):
             raise ValueError(f"`grads` has {len(grads)} arrays but `params` has {len(params)}.")
+        if len(grads) == 0:
+            return  # as Keras: no step, and the step count stays
         if not self.built:
             self.build(params)
         self._bind(params)
