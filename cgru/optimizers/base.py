@@ -20,6 +20,20 @@ elementwise, so it runs on whole buffers:
 Gradients are cast into a scratch buffer of the weights' dtype when they need a cast or a
 clip; a gradient list with a ``flat`` attribute (a 1-D array holding every gradient in
 weight order, see :func:`flat_arrays`) is used without a copy.
+
+Measured (benchmarks/optimizer_step.py's shapes: the quickstart model's 5 float32 weights
+(20, 96), (32, 96), (2, 96), (32, 1), (1,); minimum over 12 alternating rounds of one run on
+the shared 2-core machine, microseconds per ``apply``):
+
+    rule             before (per weight, temporaries)   separate arrays   flat_arrays
+    Adam                          57.8                        38.9            27.9
+    SGD                           13.1                        15.2             8.3
+    SGD momentum 0.9              25.6                        24.0            11.7
+    RMSprop                       69.6                        34.8            19.5
+    Adam clipnorm=1              121.2                        66.3            48.2
+
+Plain SGD on separate arrays pays about 2 us of bookkeeping for nothing; every other case
+gains, most when the model keeps its weights and gradients in ``flat_arrays``.
 """
 import operator
 import warnings
