@@ -91,6 +91,11 @@ CASES = [
     ("RMSprop", dict(learning_rate=0.01, centered=True)),
     ("RMSprop", dict(learning_rate=0.01, momentum=0.5, centered=True, rho=0.8,
                      clipnorm=1.0, use_ema=True, ema_overwrite_frequency=3)),
+    ("SGD", dict(learning_rate=0.1, momentum=0.9, gradient_accumulation_steps=2)),
+    ("Adam", dict(learning_rate=0.05, gradient_accumulation_steps=2, clipnorm=0.5,
+                  use_ema=True, ema_momentum=0.6, ema_overwrite_frequency=2)),
+    ("Nadam", dict(learning_rate=0.05, gradient_accumulation_steps=3, weight_decay=0.1,
+                   loss_scale_factor=4.0)),
 ]
 
 
@@ -175,13 +180,15 @@ def test_schedule_values_match_keras(name):
     assert len(set(np.round(keras_values, 7))) > 2  # the schedule does change
 
 
-@pytest.mark.parametrize("name", ["exponential", "piecewise", "cosine_warmup",
-                                  "polynomial_cycle"])
-def test_optimizer_with_schedule_matches_keras(name):
+@pytest.mark.parametrize("name,accumulate", [("exponential", None), ("piecewise", None),
+                                             ("cosine_warmup", None),
+                                             ("polynomial_cycle", None), ("cosine", 2)])
+def test_optimizer_with_schedule_matches_keras(name, accumulate):
     weights, grads = _problem(3, steps=8)
     keras_opt = keras.optimizers.Adam(_schedules(keras.optimizers.schedules)[name],
-                                      weight_decay=0.1)
-    cgru_opt = copt.Adam(_schedules(csched)[name], weight_decay=0.1)
+                                      weight_decay=0.1, gradient_accumulation_steps=accumulate)
+    cgru_opt = copt.Adam(_schedules(csched)[name], weight_decay=0.1,
+                         gradient_accumulation_steps=accumulate)
     keras_weights = _run_keras(keras_opt, weights, grads)
     cgru_weights = _run_cgru(cgru_opt, weights, grads)
     _assert_same(cgru_weights, keras_weights, weights)

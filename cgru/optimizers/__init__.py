@@ -39,9 +39,10 @@ def get(identifier):
 
 def serialize(optimizer):
     """``{"class_name", "config", "iterations"}``, JSON-friendly (a schedule is nested as
-    its own ``{"class_name", "config"}``)."""
+    its own ``{"class_name", "config"}``); "iterations" counts ``apply`` calls, also those
+    that only accumulated gradients."""
     return {"class_name": type(optimizer).__name__, "config": optimizer.get_config(),
-            "iterations": optimizer.iterations}
+            "iterations": optimizer._iterations}
 
 
 def deserialize(config, custom_objects=None):

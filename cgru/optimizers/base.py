@@ -183,11 +183,13 @@ class Optimizer:
             warnings.warn("Argument `decay` is no longer supported and will be ignored.")
         if kwargs:
             raise ValueError(f"Argument(s) not recognized: {kwargs}")
-        if gradient_accumulation_steps is not None:
-            raise ValueError(
-                "cgru does not support `gradient_accumulation_steps` (a Keras optimizer "
-                "argument). Received: gradient_accumulation_steps="
-                f"{gradient_accumulation_steps!r}")
+        if gradient_accumulation_steps is not None and (
+                isinstance(gradient_accumulation_steps, bool)
+                or not isinstance(gradient_accumulation_steps, int)
+                or not gradient_accumulation_steps >= 2):
+            raise ValueError("`gradient_accumulation_steps` must be an integer >= 2. "
+                             f"Received: gradient_accumulation_steps="
+                             f"{gradient_accumulation_steps!r}")
         self._learning_rate = _check_learning_rate(learning_rate)
         self.weight_decay = None if weight_decay is None else _check_non_negative(
             "weight_decay", weight_decay)
@@ -200,7 +202,7 @@ class Optimizer:
                 f"Received: clipnorm={clipnorm}, clipvalue={clipvalue}, "
                 f"global_clipnorm={global_clipnorm}")
         self.loss_scale_factor = _check_positive("loss_scale_factor", loss_scale_factor)
-        self.gradient_accumulation_steps = None
+        self.gradient_accumulation_steps = gradient_accumulation_steps
         self.use_ema = bool(use_ema)
         if self.use_ema:
             if not 0 <= ema_momentum <= 1:
@@ -214,9 +216,21 @@ class Optimizer:
         self.ema_momentum = float(ema_momentum)
         self.ema_overwrite_frequency = ema_overwrite_frequency
         self.name = name or type(self).__name__.lower()
-        self.iterations = 0
+        self._iterations = 0  # apply calls, accumulating ones included
         self._groups = None
         self._bound = None
+
+    @property
+    def iterations(self):
+        """Weight updates so far: ``apply`` calls, divided by ``gradient_accumulation_steps``
+        when gradients are accumulated (as Keras)."""
+        if self.gradient_accumulation_steps:
+            return self._iterations // self.gradient_accumulation_steps
+        return self._iterations
+
+    @iterations.setter
+    def iterations(self, value):
+        self._iterations = int(value)
 
     # -- learning rate ---------------------------------------------------------------------
     @property
@@ -225,7 +239,7 @@ class Optimizer:
         ``iterations``, or the callable's value (as Keras's ``optimizer.learning_rate``)."""
         lr = self._learning_rate
         if isinstance(lr, schedules_mod.LearningRateSchedule):
-            return lr(self.iterations)
+            return lr(self._iterations)  # every apply call, as Keras
         if callable(lr):
             return lr()
         return lr
@@ -259,6 +273,8 @@ class Optimizer:
         slot_inits = {n: self._slot_initial_value(n) for n in self._active_slots()}
         if self.use_ema:
             slot_inits["average"] = 0  # Keras's EMA copies start at zero
+        if self.gradient_accumulation_steps:
+            slot_inits["gradient_accumulator"] = 0
         by_dtype = {}
         for i, p in enumerate(params):
             by_dtype.setdefault(p.dtype, []).append(i)
@@ -287,13 +303,15 @@ class Optimizer:
 
     def variables(self):
         """All state arrays in a fixed order: each weight's slots (weight by weight, slot by
-        slot), then each weight's EMA copy, then a rule's extra state."""
+        slot), then each weight's EMA copy, then each weight's gradient accumulator, then a
+        rule's extra state."""
         if self._groups is None:
             return []
         names = self._active_slots()
         out = [g.slot_views[n][k] for g, k in self._weight_slots for n in names]
-        if self.use_ema:
-            out += [g.slot_views["average"][k] for g, k in self._weight_slots]
+        for name in ("average", "gradient_accumulator"):
+            if self._groups and name in self._groups[0].slots:
+                out += [g.slot_views[name][k] for g, k in self._weight_slots]
         return out + self._extra_variables()
 
     def set_variables(self, arrays, params):
@@ -341,6 +359,16 @@ class Optimizer:
             self.build(params)
         self._bind(params)
         grad_units = self._prepare_gradients(params, grads)
+        if self.gradient_accumulation_steps and not self._accumulate_or_average():
+            for group in self._groups:  # no update this call; the EMA still moves
+                if self.use_ema:
+                    if group.gathered is not None:
+                        group.gather()
+                    self._update_ema(group, group.units)
+                    if group.gathered is not None:
+                        group.scatter()
+            self._iterations += 1
+            return
         lr = self.learning_rate
         self._before_step()
         for group, group_grads in zip(self._groups, grad_units):
@@ -358,7 +386,7 @@ class Optimizer:
                 self._update_ema(group, units)
             if group.gathered is not None:
                 group.scatter()
-        self.iterations += 1
+        self._iterations += 1
 
     def _prepare_gradients(self, params, grads):
         """Per group, the gradients matching ``group.units``: cast to the weight dtype,
@@ -366,7 +394,8 @@ class Optimizer:
         into the group's scratch buffer: the caller's arrays are never written."""
         flat = getattr(grads, "flat", None)
         modify = (self.loss_scale_factor is not None or self.clipnorm is not None
-                  or self.clipvalue is not None or self.global_clipnorm is not None)
+                  or self.clipvalue is not None or self.global_clipnorm is not None
+                  or self.gradient_accumulation_steps is not None)
         out = []
         for group in self._groups:
             gs = []
@@ -390,9 +419,30 @@ class Optimizer:
             else:
                 out.append([g if g.dtype == group.dtype else
                             _cast_into(view, g) for view, g in zip(group.grad_views, gs)])
-        if modify:
-            self._scale_and_clip()
+        if self.loss_scale_factor is not None:
+            for group in self._groups:
+                np.divide(group.grads, group.scalar(self.loss_scale_factor), out=group.grads)
+        if modify and not self.gradient_accumulation_steps:
+            self._clip()
         return out
+
+    def _accumulate_or_average(self):
+        """With ``gradient_accumulation_steps`` = n: on n-1 of n calls add the gradients to
+        the accumulators and return False (no update); on the n-th replace them by
+        (gradients + accumulators) / n, clip them, zero the accumulators, return True."""
+        n = self.gradient_accumulation_steps
+        if (self._iterations + 1) % n != 0:
+            for group in self._groups:
+                accumulator = group.slots["gradient_accumulator"]
+                np.add(group.grads, accumulator, out=accumulator)
+            return False
+        for group in self._groups:
+            accumulator = group.slots["gradient_accumulator"]
+            np.add(group.grads, accumulator, out=group.grads)
+            np.divide(group.grads, group.scalar(n), out=group.grads)
+            accumulator[...] = 0
+        self._clip()
+        return True
 
     @staticmethod
     def _checked_gradient(grads, params, i):
@@ -410,14 +460,11 @@ class Optimizer:
                             f"{g.dtype}.")
         return g
 
-    def _scale_and_clip(self):
-        """In the groups' scratch gradient buffers, in Keras's order: divide by
-        ``loss_scale_factor``, then clip (``clipnorm`` per weight, ``global_clipnorm``
-        over all weights, or ``clipvalue``)."""
+    def _clip(self):
+        """In the groups' scratch gradient buffers, as Keras: ``clipnorm`` per weight,
+        ``global_clipnorm`` over all weights, or ``clipvalue``."""
         for group in self._groups:
             t, grads = group.scalar, group.grads
-            if self.loss_scale_factor is not None:
-                np.divide(grads, t(self.loss_scale_factor), out=grads)
             if self.clipnorm is not None:
                 _clip_by_norm(group, t(self.clipnorm))
             elif self.clipvalue is not None:
