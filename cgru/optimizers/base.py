@@ -6,7 +6,9 @@ slots, ``_update_step`` applies the rule in place, ``apply(params, grads)`` runs
 Arithmetic is done in the weight's dtype with the hyper-parameters cast to it, in Keras's
 order (keras/src/optimizers/base_optimizer.py ``_backend_apply_gradients``):
 
-    gradients / loss_scale_factor -> clipnorm | global_clipnorm | clipvalue
+    gradients / loss_scale_factor -> [gradient accumulation: on n-1 of n calls add to the
+    accumulators and skip to the EMA; on the n-th use (g + accumulators) / n]
+    -> clipnorm | global_clipnorm | clipvalue
     -> weight -= weight * weight_decay * lr -> update_step -> EMA -> iterations += 1
 
 so float32 results agree with Keras to rounding.
@@ -16,7 +18,8 @@ of a group is one flat buffer, and each weight's slot is a view into it. Every r
 elementwise, so it runs on whole buffers:
 - when a group's weights are consecutive views into one C-contiguous buffer (checked once
   per weight list), the rule runs once over that buffer (a "flat" group);
-- otherwise it runs once per weight, on views.
+- otherwise the weights are copied into one scratch buffer around the step when the rule
+  makes many passes (every rule but plain SGD), else the rule runs once per weight.
 Gradients are cast into a scratch buffer of the weights' dtype when they need a cast or a
 clip; a gradient list with a ``flat`` attribute (a 1-D array holding every gradient in
 weight order, see :func:`flat_arrays`) is used without a copy.
@@ -359,34 +362,36 @@ class Optimizer:
             self.build(params)
         self._bind(params)
         grad_units = self._prepare_gradients(params, grads)
-        if self.gradient_accumulation_steps and not self._accumulate_or_average():
-            for group in self._groups:  # no update this call; the EMA still moves
-                if self.use_ema:
-                    if group.gathered is not None:
-                        group.gather()
-                    self._update_ema(group, group.units)
-                    if group.gathered is not None:
-                        group.scatter()
-            self._iterations += 1
-            return
-        lr = self.learning_rate
-        self._before_step()
+        update = not self.gradient_accumulation_steps or self._accumulate_or_average()
+        self._step_groups(grad_units, update)
+        self._iterations += 1
+
+    def _step_groups(self, grad_units, update):
+        """Per group: weight decay and the rule (when ``update``), then the EMA, on the flat
+        buffer, the gathered copy or the weights one by one."""
+        lr = self.learning_rate if update else None
+        if update:
+            self._before_step()
         for group, group_grads in zip(self._groups, grad_units):
-            t = group.scalar
-            lr_t = t(lr)  # Keras casts the learning rate to the weight's dtype
-            units = group.units
+            if not (update or self.use_ema):
+                continue
             if group.gathered is not None:
                 group.gather()
-            if self.weight_decay is not None:
-                self._apply_weight_decay(group, units, lr_t, t(self.weight_decay))
-            scalars = self._step_scalars(t, lr_t)
-            for g, (p, slots, tmp1, tmp2) in zip(group_grads, units):
-                self._update_step(g, p, slots, tmp1, tmp2, scalars)
+            if update:
+                self._update_group(group, group_grads, lr)
             if self.use_ema:
-                self._update_ema(group, units)
+                self._update_ema(group, group.units)
             if group.gathered is not None:
                 group.scatter()
-        self._iterations += 1
+
+    def _update_group(self, group, group_grads, lr):
+        t = group.scalar
+        lr = t(lr)  # Keras casts the learning rate to the weight's dtype
+        if self.weight_decay is not None:
+            self._apply_weight_decay(group, group.units, lr, t(self.weight_decay))
+        scalars = self._step_scalars(t, lr)
+        for g, (p, slots, tmp1, tmp2) in zip(group_grads, group.units):
+            self._update_step(g, p, slots, tmp1, tmp2, scalars)
 
     def _prepare_gradients(self, params, grads):
         """Per group, the gradients matching ``group.units``: cast to the weight dtype,
