@@ -165,7 +165,6 @@ def test_flat_buffers_give_the_same_bits_as_separate_arrays(optimizer):
     for p, w in zip(flat_params, weights):
         p[...] = w
     by_list, by_buffer, separate_opt = _fresh(optimizer), _fresh(optimizer), _fresh(optimizer)
-    listed = [w.copy() for w in weights]
     listed_flat = opt.flat_arrays(SHAPES)
     for p, w in zip(listed_flat, weights):
         p[...] = w

@@ -11,7 +11,8 @@ from .adadelta import Adadelta
 from .adagrad import Adagrad
 from .adam import Adam, AdamW
 from .adamax import Adamax
-from .base import Optimizer, flat_arrays
+from ._flat import flat_arrays
+from .base import Optimizer
 from .lion import Lion
 from .nadam import Nadam
 from .rmsprop import RMSprop
