@@ -22,7 +22,7 @@ class Adamax(Optimizer):
         self.epsilon = float(epsilon)
 
     def _step_scalars(self, t, lr):
-        beta_1_power = np.power(t(self.beta_1), t(self.iterations + 1))
+        beta_1_power = t(self.beta_1) ** t(self.iterations + 1)  # as np.power, faster
         return lr, t(1 - self.beta_1), t(self.beta_2), t(1) - beta_1_power, t(self.epsilon)
 
     def _update_step(self, g, w, slots, tmp1, tmp2, scalars):
