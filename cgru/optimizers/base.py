@@ -24,18 +24,18 @@ Gradients are cast into a scratch buffer of the weights' dtype when they need a 
 clip; a gradient list with a ``flat`` attribute (a 1-D array holding every gradient in
 weight order, see :func:`flat_arrays`) is used without a copy.
 
-Measured (benchmarks/optimizer_step.py's shapes: the quickstart model's 5 float32 weights
-(20, 96), (32, 96), (2, 96), (32, 1), (1,); minimum over 12 alternating rounds of one run on
-the shared 2-core machine, microseconds per ``apply``):
+Measured on the quickstart model's 5 float32 weights (20, 96), (32, 96), (2, 96), (32, 1),
+(1,) (the shapes of benchmarks/optimizer_step.py), microseconds per ``apply``, minimum over
+12 alternating rounds of one run on the shared 2-core machine (medians within 10 %):
 
     rule             before (per weight, temporaries)   separate arrays   flat_arrays
-    Adam                          57.8                        38.9            27.9
-    SGD                           13.1                        15.2             8.3
-    SGD momentum 0.9              25.6                        24.0            11.7
-    RMSprop                       69.6                        34.8            19.5
-    Adam clipnorm=1              121.2                        66.3            48.2
+    Adam                          58.4                        37.3            25.5
+    SGD                           12.9                        15.5             8.6
+    SGD momentum 0.9              25.0                        21.6            11.1
+    RMSprop                       52.1                        30.3            19.7
+    Adam clipnorm=1              105.4                        55.0            45.4
 
-Plain SGD on separate arrays pays about 2 us of bookkeeping for nothing; every other case
+Plain SGD on separate arrays pays about 2.5 us of bookkeeping for nothing; every other case
 gains, most when the model keeps its weights and gradients in ``flat_arrays``.
 """
 import operator
