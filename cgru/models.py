@@ -464,6 +464,9 @@ class Sequential:
             cbs.on_epoch_end(epoch, epoch_logs)
             if self.stop_training:
                 break
+        if epochs > initial_epoch:
+            # with use_ema the moving averages become the weights, as Keras does after fit
+            self.optimizer.finalize_variable_values(self.trainable_weights)
         cbs.on_train_end()
         return self.history
 

@@ -149,6 +149,11 @@ OPTIMIZERS = {
     "adam": (lambda m: m.Adam(learning_rate=0.01)),
     "rmsprop": (lambda m: m.RMSprop(learning_rate=0.01)),
     "adam_clipnorm": (lambda m: m.Adam(learning_rate=0.01, clipnorm=0.05)),
+    "adamw_ema": (lambda m: m.AdamW(learning_rate=0.01, weight_decay=0.05, use_ema=True)),
+    "nadam_schedule": (lambda m: m.Nadam(learning_rate=m.schedules.ExponentialDecay(
+        0.02, decay_steps=3, decay_rate=0.5))),
+    "lion": (lambda m: m.Lion(learning_rate=0.003)),
+    "adagrad_global_clipnorm": (lambda m: m.Adagrad(learning_rate=0.1, global_clipnorm=0.1)),
 }
 
 
