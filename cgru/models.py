@@ -310,12 +310,12 @@ class Sequential:
         return [v for layer in self.layers if layer.trainable
                 for v in layer.variables if v.trainable]
 
-    def _regularization_loss(self, ctxs):
+    def _regularization_loss(self, ctxs, variables=None):
         """The weights' regularizer penalties plus the activity penalties of the outputs in
         ``ctxs`` (each divided by its batch size, as Keras 3 does): Keras adds both to the
-        loss it trains on and reports."""
+        loss it trains on and reports. ``variables``: ``_trainable_variables()``."""
         penalty = 0.0
-        for v in self._trainable_variables():
+        for v in self._trainable_variables() if variables is None else variables:
             if v.regularizer is not None:
                 penalty += v.regularizer(v.array)
         for layer, (_, _, out) in zip(self.layers, ctxs):
@@ -323,9 +323,9 @@ class Sequential:
                 penalty += layer.activity_regularizer(out) / max(1, out.shape[0])
         return penalty
 
-    def _backward(self, y, y_pred, ctxs):
+    def _backward(self, y, y_pred, ctxs, variables=None):
         """Gradients of the loss (with the regularizers' penalties) for ``trainable_weights``,
-        in their order."""
+        in their order. ``variables``: ``_trainable_variables()``."""
         last = self.layers[-1]
         at_logits = (last.output_activation is not None
                      and last.output_activation == self.loss.logits_activation)
@@ -346,7 +346,7 @@ class Sequential:
             if d is not None and d.dtype != came_in:
                 d = d.astype(came_in)           # back in the dtype the layer received
             grads[:0] = g
-        for i, v in enumerate(self._trainable_variables()):
+        for i, v in enumerate(self._trainable_variables() if variables is None else variables):
             if v.regularizer is not None:
                 grads[i] = grads[i] + v.regularizer.gradient(v.array)
         return grads
@@ -356,11 +356,11 @@ class Sequential:
         penalties. No update when the loss is not finite. Constraints apply after the
         update, as Keras's optimizers apply them."""
         y_pred, ctxs = self._forward(x, training=True, need_grad=True)
-        loss = self.loss(y, y_pred) + self._regularization_loss(ctxs)
+        variables = self._trainable_variables()
+        loss = self.loss(y, y_pred) + self._regularization_loss(ctxs, variables)
         if not math.isfinite(loss):
             return loss, y_pred
-        grads = self._backward(y, y_pred, ctxs)
-        variables = self._trainable_variables()
+        grads = self._backward(y, y_pred, ctxs, variables)
         self.optimizer.apply([v.array for v in variables], grads)
         for v in variables:
             if v.constraint is not None:
