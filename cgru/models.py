@@ -413,14 +413,14 @@ class Sequential:
         metrics = self._make_metrics(y.shape)
 
         self.history = History()
-        user_callbacks = list(callbacks or [])
-        for cb in user_callbacks:
-            if not isinstance(cb, Callback):
-                raise TypeError(f"`callbacks` must hold Callback instances; received {cb!r}.")
-        cbs = CallbackList(user_callbacks + [self.history], self,
-                           {"epochs": epochs, "steps": steps, "verbose": verbose})
+        cbs = self._callback_list(callbacks, {"epochs": epochs, "steps": steps,
+                                              "verbose": verbose}, self.history)
         self.stop_training = False
+        self._initial_epoch = None
         cbs.on_train_begin()
+        # a callback (BackupAndRestore) may say where to resume, as in Keras
+        initial_epoch = self._initial_epoch or initial_epoch
+        epoch_logs = None
         for epoch in range(initial_epoch, epochs):
             cbs.on_epoch_begin(epoch)
             if verbose and epochs > 1:      # as Keras' ProgbarLogger
@@ -428,6 +428,7 @@ class Sequential:
             bar = Progbar(steps, verbose=verbose)
             order = self._shuffle_rng.permutation(n) if shuffle else np.arange(n)
             loss_sum, seen = 0.0, 0
+            logs = {}
             for m in metrics:
                 m.reset_state()
             for step in range(steps):
@@ -453,69 +454,93 @@ class Sequential:
                     m.update_state(yb, y_pred)
                     logs[m.name] = m.result()
                 cbs.on_train_batch_end(step, logs)
+                if self.stop_training:
+                    break
                 if step + 1 < steps:
                     bar.update(step + 1, list(logs.items()), finalize=False)
             epoch_logs = dict(logs)
             if x_val is not None and not self.stop_training:
-                val = self._evaluate_arrays(x_val, y_val, batch_size)
+                val = self._evaluate_arrays(x_val, y_val, batch_size, callbacks=cbs)
                 epoch_logs.update({f"val_{k}": v for k, v in val.items()})
-            if not self.stop_training or math.isfinite(epoch_logs["loss"]):
-                bar.update(steps, list(epoch_logs.items()), finalize=True)
             cbs.on_epoch_end(epoch, epoch_logs)
+            if not self.stop_training or math.isfinite(epoch_logs.get("loss", 0.0)):
+                bar.update(steps, list(epoch_logs.items()), finalize=True)
             if self.stop_training:
                 break
         if epochs > initial_epoch:
             # with use_ema the moving averages become the weights, as Keras does after fit
             self.optimizer.finalize_variable_values(self.trainable_weights)
-        cbs.on_train_end()
+        cbs.on_train_end(epoch_logs)
         return self.history
 
+    def _callback_list(self, callbacks, params, history=None):
+        """The user's callbacks (a list, or a CallbackList already made by fit), with
+        ``history`` last, as Keras orders them."""
+        if isinstance(callbacks, CallbackList):
+            return callbacks
+        user_callbacks = list(callbacks or [])
+        for cb in user_callbacks:
+            if not isinstance(cb, Callback):
+                raise TypeError(f"`callbacks` must hold Callback instances; received {cb!r}.")
+        return CallbackList(user_callbacks + ([history] if history else []), self, params)
+
     # -- evaluate / predict ----------------------------------------------------------------
-    def _evaluate_arrays(self, x, y, batch_size, verbose=0):
+    def _evaluate_arrays(self, x, y, batch_size, verbose=0, callbacks=None):
         metrics = self._make_metrics(y.shape)
         n = x.shape[0]
         steps = max(1, math.ceil(n / batch_size))
+        cbs = self._callback_list(callbacks, {"steps": steps, "verbose": verbose})
         bar = Progbar(steps, verbose=verbose)
         loss_sum, seen = 0.0, 0
         logs = {}
+        cbs.on_test_begin()
         for step in range(steps):
             xb = x[step * batch_size:(step + 1) * batch_size]
             yb = y[step * batch_size:(step + 1) * batch_size]
             if len(xb) == 0:
                 break
+            cbs.on_test_batch_begin(step)
             y_pred, ctxs = self._forward(xb)
             loss_sum += (self.loss(yb, y_pred) + self._regularization_loss(ctxs)) * len(xb)
             seen += len(xb)
             for m in metrics:
                 m.update_state(yb, y_pred)
             logs = {"loss": loss_sum / seen, **{m.name: m.result() for m in metrics}}
+            cbs.on_test_batch_end(step, logs)
             bar.update(step + 1, list(logs.items()))
+        cbs.on_test_end(logs)
         return logs
 
-    def evaluate(self, x=None, y=None, batch_size=32, verbose=0):
+    def evaluate(self, x=None, y=None, batch_size=32, verbose=0, callbacks=None):
         """The loss, or ``[loss, metric, ...]`` when metrics were compiled."""
         self._require_compiled("evaluate")
         x = self._prepare_x(x)
         y = self._prepare_y(y, x.shape)
         if x.shape[0] == 0:
             raise ValueError("`x` holds no samples; evaluate() needs at least one.")
-        logs = self._evaluate_arrays(x, y, batch_size or 32, verbose=verbose)
+        logs = self._evaluate_arrays(x, y, batch_size or 32, verbose=verbose,
+                                     callbacks=callbacks)
         if not self._metric_names:
             return logs["loss"]
         return [logs["loss"]] + [logs[m] for m in self._metric_names]
 
-    def predict(self, x, batch_size=32, verbose=0):
+    def predict(self, x, batch_size=32, verbose=0, callbacks=None):
         x = self._prepare_x(x)
         batch_size = batch_size or 32
         n = x.shape[0]
         if n == 0:
             return np.zeros((0,) + self.output_shape[1:], dtype=self.layers[-1].dtype)
         steps = math.ceil(n / batch_size)
+        cbs = self._callback_list(callbacks, {"steps": steps, "verbose": verbose})
         bar = Progbar(steps, verbose=verbose)
         outs = []
+        cbs.on_predict_begin()
         for step in range(steps):
+            cbs.on_predict_batch_begin(step)
             outs.append(self._forward(x[step * batch_size:(step + 1) * batch_size])[0])
+            cbs.on_predict_batch_end(step, {"outputs": outs[-1]})
             bar.update(step + 1)
+        cbs.on_predict_end()
         return np.concatenate(outs, axis=0)
 
     # -- summary ---------------------------------------------------------------------------
