@@ -34,7 +34,8 @@ def _format_per_step(seconds):
 
 class Progbar:
     def __init__(self, target, verbose=1, width=30, stream=None, interval=0.05):
-        self.target = int(target)
+        # None: the number of steps is not known (a generator without steps_per_epoch)
+        self.target = None if target is None else int(target)
         self.verbose = verbose
         self.width = width
         self.stream = stream if stream is not None else sys.stdout
@@ -47,6 +48,8 @@ class Progbar:
         self._last_plain_step = 0
 
     def _bar(self, current):
+        if self.target is None:
+            return f"{current}/Unknown"
         digits = len(str(self.target))
         bar = f"{current:{digits}d}/{self.target} ["
         done = int(self.width * current / self.target) if self.target else self.width
@@ -62,6 +65,8 @@ class Progbar:
         per_step = elapsed / max(current, 1)
         if finalize:
             info = f" - {elapsed:.0f}s {_format_per_step(per_step)}"
+        elif self.target is None:
+            info = f" - {elapsed:.0f}s {_format_per_step(per_step)}"
         else:
             info = f" - ETA: {_format_eta(per_step * (self.target - current))}"
         for name, v in values:
@@ -71,13 +76,14 @@ class Progbar:
     def update(self, current, values=(), finalize=None):
         """Show step ``current`` of ``target`` with running ``values`` [(name, value)]."""
         if finalize is None:
-            finalize = current >= self.target
+            finalize = self.target is not None and current >= self.target
         if self.verbose == 0:
             return
         if self.verbose == 2:       # one line at the end, no bar: "3/3 - 0s - 3ms/step - ..."
             if finalize:
                 elapsed = time.time() - self._start
-                line = (f"{current:{len(str(self.target))}d}/{self.target} - {elapsed:.0f}s - "
+                target = current if self.target is None else self.target
+                line = (f"{current:{len(str(target))}d}/{target} - {elapsed:.0f}s - "
                         f"{_format_per_step(elapsed / max(current, 1))}")
                 for name, v in values:
                     line += f" - {name}: {_format_value(v)}"
@@ -93,7 +99,7 @@ class Progbar:
             self.stream.write("\r" + line + pad + ("\n" if finalize else ""))
             self._prev_width = len(line)
         else:
-            every = max(1, self.target // 10)
+            every = 10 if self.target is None else max(1, self.target // 10)
             if not finalize and current - self._last_plain_step < every:
                 return
             self._last_plain_step = current

@@ -19,6 +19,7 @@ from . import optimizers as optimizers_mod
 from . import keras_file, saving
 from ._progress import Progbar
 from .callbacks import Callback, CallbackList, History
+from .data_adapters import EpochIterator, is_batch_source, make_adapter
 from .layers import InputLayer, KerasTensor, Layer
 from .layers.base import auto_name, fresh_seed, shape_str as _shape_str
 
@@ -31,6 +32,29 @@ def load_model(filepath, compile=True):
     return saving.load_model(filepath)
 
 __all__ = ["Sequential", "load_model"]
+
+
+def _check_batch_size(batch_size):
+    if batch_size is None:
+        return 32
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
+            or batch_size <= 0:
+        raise ValueError(f"Received an invalid value for `batch_size`, expected a "
+                         f"positive integer. Received: batch_size={batch_size!r}")
+    return int(batch_size)
+
+
+def _check_verbose(verbose):
+    if verbose not in (0, 1, 2, "auto"):
+        raise ValueError(f"`verbose` must be 0, 1, 2 or 'auto'; received {verbose!r}.")
+    return 1 if verbose == "auto" else verbose
+
+
+def _not_yet(**arguments):
+    for name, value in arguments.items():
+        if value is not None:
+            raise NotImplementedError(f"`{name}` is not supported by cgru's training loop "
+                                      "yet: losses are not weighted per sample.")
 
 
 @saving.register_serializable
@@ -372,45 +396,58 @@ class Sequential:
         return self._forward(x, training=training)[0]
 
     # -- fit -------------------------------------------------------------------------------
-    def fit(self, x=None, y=None, batch_size=32, epochs=1, verbose=1, callbacks=None,
-            validation_split=0.0, validation_data=None, shuffle=True, initial_epoch=0):
+    def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
+            validation_split=0.0, validation_data=None, shuffle=True, class_weight=None,
+            sample_weight=None, initial_epoch=0, steps_per_epoch=None, validation_steps=None,
+            validation_batch_size=None, validation_freq=1):
+        """Trains on arrays, or on a generator, iterable or PyDataset of (x, y) batches, as
+        Keras's ``fit``; returns the History."""
         self._require_compiled("fit")
-        batch_size = 32 if batch_size is None else batch_size
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
-                or batch_size <= 0:
-            raise ValueError(f"Received an invalid value for `batch_size`, expected a "
-                             f"positive integer. Received: batch_size={batch_size!r}")
+        batch_size = _check_batch_size(batch_size)
         if not isinstance(epochs, (int, np.integer)) or epochs < 0:
             raise ValueError(f"Received an invalid value for `epochs`, expected a "
                              f"non-negative integer. Received: epochs={epochs!r}")
         if not (isinstance(validation_split, (int, float)) and 0 <= validation_split < 1):
             raise ValueError("Received an invalid value for `validation_split`, expected a "
                              f"float in [0, 1). Received: validation_split={validation_split!r}")
-        if verbose not in (0, 1, 2, "auto"):
-            raise ValueError(f"`verbose` must be 0, 1, 2 or 'auto'; received {verbose!r}.")
-        verbose = 1 if verbose == "auto" else verbose
-        x = self._prepare_x(x)
-        y = self._prepare_y(y, x.shape)
-        if validation_data is not None:
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                raise ValueError("`validation_data` must be a tuple (x_val, y_val).")
+        if isinstance(validation_freq, bool) or not isinstance(
+                validation_freq, (int, np.integer)) or validation_freq < 1:
+            raise ValueError("`validation_freq` must be a positive integer; received "
+                             f"{validation_freq!r}.")
+        verbose = _check_verbose(verbose)
+        _not_yet(sample_weight=sample_weight, class_weight=class_weight)
+        if is_batch_source(x):
+            if validation_split:
+                raise ValueError("`validation_split` is only supported for arrays; use "
+                                 "`validation_data` with a generator or a PyDataset.")
+            adapter = make_adapter(x, y, batch_size, shuffle, self._shuffle_rng)
+        else:
+            x = self._prepare_x(x)
+            y = self._prepare_y(y, x.shape)
+            if validation_split and validation_data is None:
+                # Keras: the last fraction of the data, taken before any shuffling
+                split_at = int(math.floor(x.shape[0] * (1.0 - validation_split)))
+                if split_at == 0 or split_at == x.shape[0]:
+                    raise ValueError(f"`validation_split={validation_split}` leaves no "
+                                     f"training or no validation samples out of "
+                                     f"{x.shape[0]}.")
+                x, validation_data = x[:split_at], (x[split_at:], y[split_at:])
+                y = y[:split_at]
+            if x.shape[0] == 0:
+                raise ValueError("`x` holds no samples; fit() needs at least one.")
+            adapter = make_adapter(x, y, batch_size, shuffle, self._shuffle_rng)
+        if validation_data is not None and not is_batch_source(validation_data):
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (
+                    2, 3):
+                raise ValueError("`validation_data` must be a tuple (x_val, y_val), a "
+                                 "generator or a PyDataset.")
+            if len(validation_data) == 3:
+                _not_yet(sample_weight=validation_data[2])
             x_val = self._prepare_x(validation_data[0], "validation_data[0]")
             y_val = self._prepare_y(validation_data[1], x_val.shape, "validation_data[1]")
-        elif validation_split:
-            # Keras: the last fraction of the data, taken before any shuffling
-            split_at = int(math.floor(x.shape[0] * (1.0 - validation_split)))
-            if split_at == 0 or split_at == x.shape[0]:
-                raise ValueError(f"`validation_split={validation_split}` leaves no training "
-                                 f"or no validation samples out of {x.shape[0]}.")
-            x, x_val = x[:split_at], x[split_at:]
-            y, y_val = y[:split_at], y[split_at:]
-        else:
-            x_val = y_val = None
-        n = x.shape[0]
-        if n == 0:
-            raise ValueError("`x` holds no samples; fit() needs at least one.")
-        steps = math.ceil(n / batch_size)
-        metrics = self._make_metrics(y.shape)
+            validation_data = (x_val, y_val)
+        epochs_iterator = EpochIterator(adapter, steps_per_epoch)
+        steps = epochs_iterator.num_steps
 
         self.history = History()
         cbs = self._callback_list(callbacks, {"epochs": epochs, "steps": steps,
@@ -421,26 +458,26 @@ class Sequential:
         # a callback (BackupAndRestore) may say where to resume, as in Keras
         initial_epoch = self._initial_epoch or initial_epoch
         epoch_logs = None
+        metrics = None
         for epoch in range(initial_epoch, epochs):
             cbs.on_epoch_begin(epoch)
             if verbose and epochs > 1:      # as Keras' ProgbarLogger
                 print(f"Epoch {epoch + 1}/{epochs}", flush=True)
-            bar = Progbar(steps, verbose=verbose)
-            order = self._shuffle_rng.permutation(n) if shuffle else np.arange(n)
-            loss_sum, seen = 0.0, 0
-            logs = {}
-            for m in metrics:
+            bar = Progbar(epochs_iterator.num_steps, verbose=verbose)
+            loss_sum, seen, logs, done = 0.0, 0, {}, 0
+            for m in metrics or ():
                 m.reset_state()
-            for step in range(steps):
-                idx = order[step * batch_size:(step + 1) * batch_size]
-                if shuffle:
-                    xb, yb = x[idx], y[idx]
-                else:
-                    xb, yb = x[idx[0]:idx[-1] + 1], y[idx[0]:idx[-1] + 1]
+            for step, (xb, yb, _) in epochs_iterator.epoch():
+                if not adapter.validated:
+                    xb = self._prepare_x(xb, "x (a batch)")
+                    yb = self._prepare_y(yb, xb.shape, "y (a batch)")
+                if metrics is None:
+                    metrics = self._make_metrics(yb.shape)
                 cbs.on_train_batch_begin(step)
                 loss, y_pred = self._train_step(xb, yb)
-                loss_sum += loss * len(idx)
-                seen += len(idx)
+                loss_sum += loss * len(xb)
+                seen += len(xb)
+                done = step + 1
                 logs = {"loss": loss_sum / seen}
                 if not math.isfinite(loss):
                     msg = (f"Batch {step}: Invalid loss {loss}, terminating training "
@@ -456,15 +493,23 @@ class Sequential:
                 cbs.on_train_batch_end(step, logs)
                 if self.stop_training:
                     break
-                if step + 1 < steps:
+                if steps is None or step + 1 < steps:
                     bar.update(step + 1, list(logs.items()), finalize=False)
+            if done == 0 and not self.stop_training:
+                if epochs_iterator.ran_out:
+                    break
+                raise ValueError("The training data gave no batch: `x` is empty.")
             epoch_logs = dict(logs)
-            if x_val is not None and not self.stop_training:
-                val = self._evaluate_arrays(x_val, y_val, batch_size, callbacks=cbs)
+            if (validation_data is not None and not self.stop_training
+                    and (epoch + 1) % validation_freq == 0):
+                val = self._run_evaluation(validation_data, validation_batch_size or batch_size,
+                                           validation_steps, callbacks=cbs)
                 epoch_logs.update({f"val_{k}": v for k, v in val.items()})
             cbs.on_epoch_end(epoch, epoch_logs)
             if not self.stop_training or math.isfinite(epoch_logs.get("loss", 0.0)):
-                bar.update(steps, list(epoch_logs.items()), finalize=True)
+                bar.update(done, list(epoch_logs.items()), finalize=True)
+            if epochs_iterator.ran_out:
+                self.stop_training = True
             if self.stop_training:
                 break
         if epochs > initial_epoch:
@@ -485,20 +530,26 @@ class Sequential:
         return CallbackList(user_callbacks + ([history] if history else []), self, params)
 
     # -- evaluate / predict ----------------------------------------------------------------
-    def _evaluate_arrays(self, x, y, batch_size, verbose=0, callbacks=None):
-        metrics = self._make_metrics(y.shape)
-        n = x.shape[0]
-        steps = max(1, math.ceil(n / batch_size))
-        cbs = self._callback_list(callbacks, {"steps": steps, "verbose": verbose})
-        bar = Progbar(steps, verbose=verbose)
-        loss_sum, seen = 0.0, 0
-        logs = {}
+    def _run_evaluation(self, data, batch_size, steps=None, verbose=0, callbacks=None):
+        """The logs (loss and metrics over every sample) of evaluating on ``data``: a tuple
+        (x, y) of prepared arrays, a generator or a PyDataset."""
+        if is_batch_source(data):
+            adapter = make_adapter(data, None, batch_size, False, None)
+        else:
+            adapter = make_adapter(data[0], data[1], batch_size, False, None)
+        iterator = EpochIterator(adapter, steps)
+        cbs = self._callback_list(callbacks, {"steps": iterator.num_steps, "verbose": verbose})
+        bar = Progbar(iterator.num_steps, verbose=verbose)
+        metrics, loss_sum, seen, logs, done = None, 0.0, 0, {}, 0
         cbs.on_test_begin()
-        for step in range(steps):
-            xb = x[step * batch_size:(step + 1) * batch_size]
-            yb = y[step * batch_size:(step + 1) * batch_size]
+        for step, (xb, yb, _) in iterator.epoch():
+            if not adapter.validated:
+                xb = self._prepare_x(xb, "x (a batch)")
+                yb = self._prepare_y(yb, xb.shape, "y (a batch)")
             if len(xb) == 0:
                 break
+            if metrics is None:
+                metrics = self._make_metrics(yb.shape)
             cbs.on_test_batch_begin(step)
             y_pred, ctxs = self._forward(xb)
             loss_sum += (self.loss(yb, y_pred) + self._regularization_loss(ctxs)) * len(xb)
@@ -507,41 +558,109 @@ class Sequential:
                 m.update_state(yb, y_pred)
             logs = {"loss": loss_sum / seen, **{m.name: m.result() for m in metrics}}
             cbs.on_test_batch_end(step, logs)
-            bar.update(step + 1, list(logs.items()))
+            done = step + 1
+            bar.update(done, list(logs.items()), finalize=False if iterator.num_steps is None
+                       else None)
+        if iterator.num_steps is None and done:
+            bar.update(done, list(logs.items()), finalize=True)
+        if done == 0:
+            raise ValueError("The evaluation data gave no batch.")
         cbs.on_test_end(logs)
         return logs
 
-    def evaluate(self, x=None, y=None, batch_size=32, verbose=0, callbacks=None):
-        """The loss, or ``[loss, metric, ...]`` when metrics were compiled."""
+    def _evaluate_arrays(self, x, y, batch_size, verbose=0, callbacks=None):
+        return self._run_evaluation((x, y), batch_size, verbose=verbose, callbacks=callbacks)
+
+    def evaluate(self, x=None, y=None, batch_size=None, verbose=0, sample_weight=None,
+                 steps=None, callbacks=None, return_dict=False):
+        """The loss, or ``[loss, metric, ...]`` when metrics were compiled (a dict with
+        ``return_dict``), over arrays or a generator or PyDataset of (x, y) batches."""
         self._require_compiled("evaluate")
-        x = self._prepare_x(x)
-        y = self._prepare_y(y, x.shape)
-        if x.shape[0] == 0:
-            raise ValueError("`x` holds no samples; evaluate() needs at least one.")
-        logs = self._evaluate_arrays(x, y, batch_size or 32, verbose=verbose,
-                                     callbacks=callbacks)
+        batch_size = _check_batch_size(batch_size)
+        verbose = _check_verbose(verbose)
+        _not_yet(sample_weight=sample_weight)
+        if is_batch_source(x):
+            if y is not None:
+                raise ValueError("`y` must not be given when `x` is a generator or a "
+                                 "PyDataset: it yields the targets with the inputs.")
+            data = x
+        else:
+            x = self._prepare_x(x)
+            y = self._prepare_y(y, x.shape)
+            if x.shape[0] == 0:
+                raise ValueError("`x` holds no samples; evaluate() needs at least one.")
+            data = (x, y)
+        logs = self._run_evaluation(data, batch_size, steps, verbose=verbose,
+                                    callbacks=callbacks)
+        if return_dict:
+            return dict(logs)
         if not self._metric_names:
             return logs["loss"]
         return [logs["loss"]] + [logs[m] for m in self._metric_names]
 
-    def predict(self, x, batch_size=32, verbose=0, callbacks=None):
-        x = self._prepare_x(x)
-        batch_size = batch_size or 32
-        n = x.shape[0]
-        if n == 0:
-            return np.zeros((0,) + self.output_shape[1:], dtype=self.layers[-1].dtype)
-        steps = math.ceil(n / batch_size)
-        cbs = self._callback_list(callbacks, {"steps": steps, "verbose": verbose})
-        bar = Progbar(steps, verbose=verbose)
+    def predict(self, x, batch_size=None, verbose=0, steps=None, callbacks=None):
+        """The model's output for arrays, or for a generator or PyDataset of x batches
+        (an (x, ...) tuple's first item), concatenated."""
+        batch_size = _check_batch_size(batch_size)
+        verbose = _check_verbose(verbose)
+        if is_batch_source(x):
+            adapter = make_adapter(x, None, batch_size, False, None)
+        else:
+            x = self._prepare_x(x)
+            if x.shape[0] == 0:
+                return np.zeros((0,) + self.output_shape[1:], dtype=self.layers[-1].dtype)
+            adapter = make_adapter(x, None, batch_size, False, None)
+        iterator = EpochIterator(adapter, steps)
+        cbs = self._callback_list(callbacks, {"steps": iterator.num_steps, "verbose": verbose})
+        bar = Progbar(iterator.num_steps, verbose=verbose)
         outs = []
         cbs.on_predict_begin()
-        for step in range(steps):
+        for step, (xb, _, _) in iterator.epoch():
+            if not adapter.validated:
+                xb = self._prepare_x(xb, "x (a batch)")
             cbs.on_predict_batch_begin(step)
-            outs.append(self._forward(x[step * batch_size:(step + 1) * batch_size])[0])
+            outs.append(self._forward(xb)[0])
             cbs.on_predict_batch_end(step, {"outputs": outs[-1]})
-            bar.update(step + 1)
+            bar.update(step + 1, finalize=False if iterator.num_steps is None else None)
+        if iterator.num_steps is None and outs:
+            bar.update(len(outs), finalize=True)
         cbs.on_predict_end()
+        if not outs:
+            raise ValueError("The data given to predict() gave no batch.")
         return np.concatenate(outs, axis=0)
+
+    def train_on_batch(self, x, y=None, sample_weight=None, class_weight=None,
+                       return_dict=False):
+        """One training step on one batch; returns the loss (with metrics, as evaluate)."""
+        self._require_compiled("train_on_batch")
+        _not_yet(sample_weight=sample_weight, class_weight=class_weight)
+        x = self._prepare_x(x)
+        y = self._prepare_y(y, x.shape)
+        loss, y_pred = self._train_step(x, y)
+        return self._batch_logs(loss, y, y_pred, return_dict)
+
+    def test_on_batch(self, x, y=None, sample_weight=None, return_dict=False):
+        """The loss (with metrics, as evaluate) on one batch, without training."""
+        self._require_compiled("test_on_batch")
+        _not_yet(sample_weight=sample_weight)
+        x = self._prepare_x(x)
+        y = self._prepare_y(y, x.shape)
+        y_pred, ctxs = self._forward(x)
+        loss = self.loss(y, y_pred) + self._regularization_loss(ctxs)
+        return self._batch_logs(loss, y, y_pred, return_dict)
+
+    def predict_on_batch(self, x):
+        """The model's output on one batch."""
+        return self._forward(self._prepare_x(x))[0]
+
+    def _batch_logs(self, loss, y, y_pred, return_dict):
+        logs = {"loss": float(loss)}
+        for m in self._make_metrics(y.shape):
+            m.update_state(y, y_pred)
+            logs[m.name] = m.result()
+        if return_dict:
+            return logs
+        return logs["loss"] if len(logs) == 1 else list(logs.values())
 
     # -- summary ---------------------------------------------------------------------------
     def summary(self, line_length=65, print_fn=None):
