@@ -6,27 +6,19 @@ result into the weight after every update, as Keras's optimizers do. Norms are t
 """
 import numpy as np
 
+from . import _objects
+
 __all__ = ["Constraint", "MaxNorm", "MinMaxNorm", "NonNeg", "UnitNorm", "get", "serialize",
            "deserialize"]
 
 _EPSILON = 1e-7
 
 
-class Constraint:
+class Constraint(_objects.Configurable):
     """Base class: ``__call__(w)`` returns the constrained weight (a new array)."""
 
     def __call__(self, w):
         return w
-
-    def get_config(self):
-        return {}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
-
-    def __repr__(self):
-        return f"{type(self).__name__}({self.get_config()})"
 
 
 def _norms(w, axis):
@@ -92,26 +84,16 @@ _NAMES = {"max_norm": MaxNorm, "min_max_norm": MinMaxNorm, "non_neg": NonNeg,
 
 
 def get(identifier):
-    """A Constraint from a Keras name ("max_norm", "MaxNorm"), a config dict, a class or an
-    instance; None stays None."""
-    if identifier is None or isinstance(identifier, Constraint):
-        return identifier
-    if isinstance(identifier, type) and issubclass(identifier, Constraint):
-        return identifier()
-    if isinstance(identifier, dict):
-        return deserialize(identifier)
-    if isinstance(identifier, str):
-        cls = _NAMES.get(identifier.lower()) or _CLASSES.get(identifier)
-        if cls is not None:
-            return cls()
-    raise ValueError(f"Unknown constraint: {identifier!r}. Expected one of {sorted(_NAMES)}, "
-                     "a cgru.constraints.Constraint or None.")
+    """A Constraint from a Keras name, a config dict, a class or an instance; None stays
+    None."""
+    if identifier is None:
+        return None
+    return _objects.get(identifier, Constraint, _NAMES, _CLASSES, "constraint",
+                        "")
 
 
 def serialize(constraint):
-    if constraint is None:
-        return None
-    return {"class_name": type(constraint).__name__, "config": constraint.get_config()}
+    return _objects.serialize(constraint)
 
 
 def deserialize(config):
@@ -119,7 +101,4 @@ def deserialize(config):
         return None
     if isinstance(config, str):
         return get(config)
-    cls = _CLASSES.get(config.get("class_name"))
-    if cls is None:
-        raise ValueError(f"Unknown constraint class {config.get('class_name')!r}.")
-    return cls.from_config(config.get("config", {}))
+    return _objects.deserialize(config, _CLASSES, "constraint")

@@ -13,6 +13,8 @@ import math
 
 import numpy as np
 
+from . import _objects
+
 __all__ = ["Initializer", "Zeros", "Ones", "Constant", "Identity", "RandomNormal",
            "RandomUniform", "TruncatedNormal", "VarianceScaling", "GlorotUniform",
            "GlorotNormal", "HeUniform", "HeNormal", "LecunUniform", "LecunNormal",
@@ -36,21 +38,11 @@ def compute_fans(shape):
     return shape[-2] * receptive, shape[-1] * receptive
 
 
-class Initializer:
+class Initializer(_objects.Configurable):
     """Base class: ``__call__(shape, dtype=None, rng=None)`` returns a new array."""
 
     def __call__(self, shape, dtype=None, rng=None):
         raise NotImplementedError
-
-    def get_config(self):
-        return {}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
-
-    def __repr__(self):
-        return f"{type(self).__name__}({self.get_config()})"
 
 
 def _dtype(dtype):
@@ -270,19 +262,9 @@ _NAMES = {
 def get(identifier):
     """An Initializer from a Keras name ("glorot_uniform" or "GlorotUniform"), a config
     dict (``serialize``), a class, or an Initializer as is."""
-    if isinstance(identifier, Initializer):
-        return identifier
-    if isinstance(identifier, type) and issubclass(identifier, Initializer):
-        return identifier()
-    if isinstance(identifier, dict):
-        return deserialize(identifier)
-    if isinstance(identifier, str):
-        cls = _NAMES.get(identifier.lower()) or _CLASSES.get(identifier)
-        if cls is not None:
-            return cls()
-    raise ValueError(f"Unknown initializer: {identifier!r}. Expected one of "
-                     f"{sorted(_NAMES)} or an Initializer instance. (Arbitrary callables "
-                     "cannot be saved; subclass cgru.initializers.Initializer.)")
+    return _objects.get(identifier, Initializer, _NAMES, _CLASSES, "initializer",
+                        " (Arbitrary callables cannot be saved; subclass "
+                        "cgru.initializers.Initializer.)")
 
 
 def serialize(identifier):
@@ -290,15 +272,10 @@ def serialize(identifier):
     if isinstance(identifier, str):
         get(identifier)          # unknown names fail here, not at build time
         return identifier
-    initializer = get(identifier)
-    return {"class_name": type(initializer).__name__, "config": initializer.get_config()}
+    return _objects.serialize(get(identifier))
 
 
 def deserialize(config):
     if isinstance(config, str):
         return get(config)
-    cls = _CLASSES.get(config.get("class_name"))
-    if cls is None:
-        raise ValueError(f"Unknown initializer class {config.get('class_name')!r}; cgru "
-                         f"knows {sorted(_CLASSES)}.")
-    return cls.from_config(config.get("config", {}))
+    return _objects.deserialize(config, _CLASSES, "initializer")

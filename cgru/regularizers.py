@@ -10,6 +10,8 @@ import math
 
 import numpy as np
 
+from . import _objects
+
 __all__ = ["Regularizer", "L1", "L2", "L1L2", "OrthogonalRegularizer", "l1", "l2", "l1_l2",
            "orthogonal_regularizer", "get", "serialize", "deserialize"]
 
@@ -22,7 +24,7 @@ def _factor(value, name):
     return float(value)
 
 
-class Regularizer:
+class Regularizer(_objects.Configurable):
     """Base class: ``__call__(x)`` the penalty (a float), ``gradient(x)`` its gradient."""
 
     def __call__(self, x):
@@ -30,16 +32,6 @@ class Regularizer:
 
     def gradient(self, x):
         return np.zeros_like(x)
-
-    def get_config(self):
-        return {}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
-
-    def __repr__(self):
-        return f"{type(self).__name__}({self.get_config()})"
 
 
 class L1L2(Regularizer):
@@ -147,27 +139,16 @@ _NAMES = {"l1": L1, "l2": L2, "l1_l2": lambda: L1L2(0.01, 0.01), "l1l2": L1L2,
 
 
 def get(identifier):
-    """A Regularizer from a Keras name ("l2", "L2"), a config dict, a class or an instance;
-    None stays None."""
-    if identifier is None or isinstance(identifier, Regularizer):
-        return identifier
-    if isinstance(identifier, type) and issubclass(identifier, Regularizer):
-        return identifier()
-    if isinstance(identifier, dict):
-        return deserialize(identifier)
-    if isinstance(identifier, str):
-        make = _NAMES.get(identifier.lower()) or _CLASSES.get(identifier)
-        if make is not None:
-            return make()
-    raise ValueError(f"Unknown regularizer: {identifier!r}. Expected one of {sorted(_NAMES)}, "
-                     "a cgru.regularizers.Regularizer or None. (A plain Python function has "
-                     "no gradient here: subclass Regularizer and define gradient().)")
+    """A Regularizer from a Keras name, a config dict, a class or an instance; None stays
+    None."""
+    if identifier is None:
+        return None
+    return _objects.get(identifier, Regularizer, _NAMES, _CLASSES, "regularizer",
+                        " (A plain Python function has no gradient here: subclass Regularizer and define gradient().)")
 
 
 def serialize(regularizer):
-    if regularizer is None:
-        return None
-    return {"class_name": type(regularizer).__name__, "config": regularizer.get_config()}
+    return _objects.serialize(regularizer)
 
 
 def deserialize(config):
@@ -175,7 +156,4 @@ def deserialize(config):
         return None
     if isinstance(config, str):
         return get(config)
-    cls = _CLASSES.get(config.get("class_name"))
-    if cls is None:
-        raise ValueError(f"Unknown regularizer class {config.get('class_name')!r}.")
-    return cls.from_config(config.get("config", {}))
+    return _objects.deserialize(config, _CLASSES, "regularizer")

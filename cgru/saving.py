@@ -25,12 +25,12 @@ moved over the target with ``os.replace``, so a crash mid-save leaves the previo
 """
 import json
 import os
-import tempfile
 import zipfile
 
 import numpy as np
 
 from . import optimizers as optimizers_mod
+from ._files import atomic_output
 from ._layout import slots_layout
 
 FORMAT = "cgru.model"
@@ -81,26 +81,11 @@ def deserialize(entry):
 
 
 def _atomic_savez(path, header, arrays):
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".",
-                               suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            payload = {_HEADER: np.frombuffer(json.dumps(header).encode("utf-8"), np.uint8)}
-            payload.update(arrays)
-            np.savez(f, **payload)
-            f.flush()
-            os.fsync(f.fileno())
-        # mkstemp makes the file private (0600); give it the usual umask-based mode
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    """Writes the archive through a temporary file renamed over ``path`` (``_files``)."""
+    with atomic_output(path) as f:
+        payload = {_HEADER: np.frombuffer(json.dumps(header).encode("utf-8"), np.uint8)}
+        payload.update(arrays)
+        np.savez(f, **payload)
 
 
 def _read(path, expected_format):
