@@ -15,7 +15,7 @@ in a rotating order with a pause between requests (OpenBLAS threads keep spinnin
 the repetitions of the time per call (per step for the stream case, per fit for fit-seed).
 
 Systems:
-  floor  only the matrix products an ideal GRU must do (cgru/_floor.pyx), from a compiled loop
+  floor  only the matrix products an ideal GRU must do (benchmarks/_floor.pyx), from a compiled loop
          with the GIL released, through scipy.linalg.cython_blas, the BLAS cgru uses;
   cgru   the functional kernels (cgru.gru_forward / cgru.gru_backward) and, for fit-seed,
          the Keras-style models (cgru.Sequential, cgru.GRU, cgru.Dense);
@@ -155,11 +155,12 @@ class FloorSystem:
 
     def __init__(self, threads):
         try:
-            from cgru import _floor
-        except ImportError as e:
-            raise Unavailable(f"cgru._floor is not built ({e}); run "
-                              "`python setup.py build_ext --inplace`")
-        self.mod = _floor
+            sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+            import build_floor
+            self.mod = build_floor.load()        # compiled on first use
+        except Exception as e:
+            raise Unavailable(f"the GEMM floor (benchmarks/_floor.pyx) cannot be built ({e}); "
+                              "run `python benchmarks/build_floor.py`")
 
     def versions(self):
         import scipy
