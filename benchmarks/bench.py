@@ -59,7 +59,7 @@ CASES = {
     "long": (1000, 16, 32, 64),
     "stream": (1000, 1, 32, 128),
 }
-SYSTEMS = ("floor", "cgru", "torch", "keras")
+SYSTEMS = ("floor", "cgru", "cgru-base", "torch", "keras")
 MODES = ("infer", "train", "fit-seed")
 QUICK_CASES = ("seed", "medium", "long", "stream")
 FIT = dict(samples=100, timesteps=10, features=20, units=32, epochs=10, batch_size=32)
@@ -565,8 +565,18 @@ class KerasSystem(KerasStyleFit):
         return super()._fit_runner()
 
 
-SYSTEM_CLASSES = {"floor": FloorSystem, "cgru": CgruSystem, "torch": TorchSystem,
-                  "keras": KerasSystem}
+class CgruBaseSystem(CgruSystem):
+    """Another build of cgru (--base-path), timed beside this one in the same run."""
+    name = "cgru-base"
+
+    def __init__(self, threads):
+        if not os.environ.get("CGRU_BENCH_BASE_PATH"):
+            raise Unavailable("no --base-path given")
+        super().__init__(threads)
+
+
+SYSTEM_CLASSES = {"floor": FloorSystem, "cgru": CgruSystem, "cgru-base": CgruBaseSystem,
+                  "torch": TorchSystem, "keras": KerasSystem}
 
 
 # --------------------------------------------------------------------------------------------
@@ -612,6 +622,8 @@ def worker_main(system, threads):
     sys.path.insert(0, ROOT)
     if system == "cgru" and os.environ.get("CGRU_BENCH_PATH"):
         sys.path.insert(0, os.environ["CGRU_BENCH_PATH"])
+    if system == "cgru-base" and os.environ.get("CGRU_BENCH_BASE_PATH"):
+        sys.path.insert(0, os.environ["CGRU_BENCH_BASE_PATH"])
 
     def send(**msg):
         proto.write(json.dumps(msg) + "\n")
@@ -878,6 +890,9 @@ def main(argv=None):
     p.add_argument("--cgru-path", default=None,
                    help="import cgru from this directory (default: this checkout, built in "
                         "place, else the installed one)")
+    p.add_argument("--base-path", default=None,
+                   help="system cgru-base: import cgru from this directory (another build, e.g. "
+                        "an older commit built in place), timed beside cgru in the same run")
     p.add_argument("--json", default=None, help="also write the results to this path")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -903,6 +918,8 @@ def main(argv=None):
     os.environ["CGRU_BENCH_KERAS_XLA"] = args.keras_xla
     if args.cgru_path:
         os.environ["CGRU_BENCH_PATH"] = os.path.abspath(args.cgru_path)
+    if args.base_path:
+        os.environ["CGRU_BENCH_BASE_PATH"] = os.path.abspath(args.base_path)
 
     jobs = []   # (mode, case)
     for m in modes:

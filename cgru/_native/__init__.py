@@ -4,7 +4,8 @@
     _gemm.pxd, .h   the small GEMM behind one interface (`product`), the level an argument
     _cell.pxd, .h   one step's elementwise work, forward beside backward (C templates)
     _parts.pxd      the batch cut over OpenMP threads
-    _loops.pyx      the time loops: `forward` beside `backward`, and the weight gradients
+    _weights.pxd    the weights in either layout: the rows a product reads, their gradients
+    _loops.pyx      the time loops: `forward` beside `backward`
     _step.pyx       `StepKernel`, one step with the weights held
     _twins.pyx      `def` wrappers of the cdef routines, for the tests
 """

@@ -30,15 +30,16 @@ In inference the same loop runs with hs, hidden_n and gates as rings of 2, 1 and
 (slot = t % slots), and the input is projected a chunk of steps at a time.
 """
 from libc.stdlib cimport free, malloc
-from libc.string cimport memcpy
 from cython cimport floating
 from cython.parallel cimport prange
+cimport numpy as cnp
 
-from cgru._native._blas cimport gemm
 from cgru._native._cell cimport (
     cell_backward_r, cell_backward_reset_after, cell_backward_zn, recurrent_step)
-from cgru._native._gemm cimport cgru_cpu_gemm_level, pack, packed_copy, packed_size, product, product_ta
+from cgru._native._gemm cimport cgru_cpu_gemm_level, product
 from cgru._native._parts cimport part_start
+from cgru._native._weights cimport (
+    Sizes, ld_of, packed_rows, packed_rows_t, times_rows, weight_gradients)
 
 cdef extern from *:
     """
@@ -48,48 +49,12 @@ cdef extern from *:
     """
     int CGRU_DEBUG_CHECKS
 
+cnp.import_array()
+
 # True when built with CGRU_DEBUG=1 (bounds and initialisation checks in the loops).
 DEBUG_CHECKS = bool(CGRU_DEBUG_CHECKS)
 # The small GEMM's best form on this CPU: 2 AVX-512, 1 AVX2 with FMA, 0 none (BLAS only).
 SMALL_GEMM_LEVEL = cgru_cpu_gemm_level()
-
-
-cdef struct Sizes:
-    # One call's sizes and choices; n_in is I (a C macro), slots_* the rings' lengths.
-    Py_ssize_t T, B, n_in, H, slots_g, slots_h, slots_n
-    bint reset_after, weights_t
-    int level
-
-
-cdef inline Py_ssize_t row_step(const Sizes* s, Py_ssize_t K) noexcept nogil:
-    """How far apart W's gate rows are in memory, W (G, K): K as itself, 1 transposed."""
-    return 1 if s.weights_t else K
-
-
-cdef inline Py_ssize_t ld_of(const Sizes* s, Py_ssize_t K) noexcept nogil:
-    """W (G, K)'s leading dimension: K as itself, G transposed."""
-    return 3 * s.H if s.weights_t else K
-
-
-cdef inline floating* packed_rows_t(const Sizes* s, Py_ssize_t g0, Py_ssize_t n, Py_ssize_t K,
-                                    const floating* w) noexcept nogil:
-    """Packed W[g0:g0 + n]^T (K, n), the forward's operand; NULL for BLAS."""
-    return packed_copy(s.level, K, n, w + g0 * row_step(s, K), ld_of(s, K), not s.weights_t)
-
-
-cdef inline floating* packed_rows(const Sizes* s, Py_ssize_t g0, Py_ssize_t n, Py_ssize_t K,
-                                  const floating* w) noexcept nogil:
-    """Packed W[g0:g0 + n] (n, K), the backward's operand; NULL for BLAS."""
-    return packed_copy(s.level, n, K, w + g0 * row_step(s, K), ld_of(s, K), s.weights_t)
-
-
-cdef inline void times_rows(const Sizes* s, Py_ssize_t M, Py_ssize_t g0, Py_ssize_t n,
-                            Py_ssize_t K, const floating* a, Py_ssize_t lda, const floating* w,
-                            const floating* packed, floating beta, floating* c,
-                            Py_ssize_t ldc) noexcept nogil:
-    """c (M, K) := a (M, n) @ W[g0:g0 + n] + beta * c, W (G, K) in the call's layout."""
-    product(s.level, M, K, n, a, lda, w + g0 * row_step(s, K), ld_of(s, K), s.weights_t,
-            packed, beta, c, ldc)
 
 
 cdef void free_packed(floating** packed, int count) noexcept nogil:
@@ -108,19 +73,6 @@ cdef void add_valid_rows(Py_ssize_t B, Py_ssize_t H, floating* a, const floating
         if lengths == NULL or t < lengths[i]:
             for j in range(H):
                 a[i * H + j] += b[i * H + j]
-
-
-cdef void column_sums(Py_ssize_t rows, Py_ssize_t cols, const floating* a, Py_ssize_t lda,
-                      floating* out, bint add) noexcept nogil:
-    """out (cols,) := a (rows, cols; leading dimension lda) summed over its rows (+ out when
-    `add`)."""
-    cdef Py_ssize_t i, j
-    if not add:
-        for j in range(cols):
-            out[j] = 0
-    for i in range(rows):
-        for j in range(cols):
-            out[j] += a[i * lda + j]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -157,14 +109,16 @@ cdef void forward_rows(const Sizes* s, Py_ssize_t b0, Py_ssize_t b1, const float
                        lengths, t)
 
 
-def forward(const floating[:, :, ::1] x, const floating[:, ::1] w_ih,
-            const floating[:, ::1] w_hh, bint weights_t, const floating[::1] b_ih,
-            const floating[::1] b_hh, const Py_ssize_t[::1] lengths, bint reset_after,
-            floating[:, :, ::1] gates, floating[:, :, ::1] hidden_n, floating[:, :, ::1] hs,
-            floating[:, ::1] gates_h, floating[:, :, ::1] y, int level=0, int parts=1):
+def forward(cnp.ndarray x, cnp.ndarray w_ih, cnp.ndarray w_hh, bint weights_t,
+            cnp.ndarray b_ih, cnp.ndarray b_hh, cnp.ndarray lengths, bint reset_after,
+            cnp.ndarray gates, cnp.ndarray hidden_n, cnp.ndarray hs, cnp.ndarray gates_h,
+            cnp.ndarray y, int level=0, int parts=1):
     """Runs the GRU over all T steps of x (T, B, I), T >= 1 and B >= 1.
 
-    w_ih, w_hh: (G, I), (G, H), or (I, G), (H, G) when weights_t. lengths is (B,) or empty.
+    Every array C-contiguous, the float ones of one dtype (the caller checked; plain arrays,
+    not memoryviews: acquiring 13 typed memoryviews and dispatching on their dtype cost 20 us
+    a call, more than a whole one-step GRU at (B, I, H) = (1, 32, 128)).
+    w_ih, w_hh: (G, I), (G, H), or (I, G), (H, G) when weights_t. lengths: intp (B,) or empty.
     Outputs: gates (S_g, B, G) r, z, n; hidden_n (S_n, B, H); hs (S_h, B, H) with hs[0] = h0
     filled in by the caller; y (T, B, H). Each is a ring of slots, step t in slot t % S:
     S_g = S_n = T, S_h = T + 1 keep every step (training); in inference S_h = 2, S_n = 1 and
@@ -176,29 +130,49 @@ def forward(const floating[:, :, ::1] x, const floating[:, ::1] w_ih,
     s.T, s.B, s.n_in, s.H = x.shape[0], x.shape[1], x.shape[2], hs.shape[2]
     s.slots_g, s.slots_h, s.slots_n = gates.shape[0], hs.shape[0], hidden_n.shape[0]
     s.reset_after, s.weights_t, s.level = reset_after, weights_t, level
+    cdef const Py_ssize_t* lengths_p = <const Py_ssize_t*> (
+        cnp.PyArray_DATA(lengths) if lengths.shape[0] > 0 else NULL)
+    if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT64:
+        forward_typed(&s, <const double*> cnp.PyArray_DATA(x), w_ih, w_hh, b_ih, b_hh,
+                      lengths_p, gates, hidden_n, hs, gates_h, y, parts)
+    else:
+        forward_typed(&s, <const float*> cnp.PyArray_DATA(x), w_ih, w_hh, b_ih, b_hh,
+                      lengths_p, gates, hidden_n, hs, gates_h, y, parts)
+
+
+cdef void forward_typed(Sizes* s, const floating* x, cnp.ndarray w_ih, cnp.ndarray w_hh,
+                        cnp.ndarray b_ih, cnp.ndarray b_hh, const Py_ssize_t* lengths,
+                        cnp.ndarray gates, cnp.ndarray hidden_n, cnp.ndarray hs,
+                        cnp.ndarray gates_h, cnp.ndarray y, int parts):
+    """`forward` for x's dtype: packs the weights (small GEMM), runs the parts."""
     cdef Py_ssize_t H = s.H, G = 3 * H
-    cdef const floating* w_hh_p = &w_hh[0, 0]
+    cdef const floating* w_ih_p = <const floating*> cnp.PyArray_DATA(w_ih)
+    cdef const floating* w_hh_p = <const floating*> cnp.PyArray_DATA(w_hh)
+    cdef const floating* b_ih_p = <const floating*> cnp.PyArray_DATA(b_ih)
+    cdef const floating* b_hh_p = <const floating*> cnp.PyArray_DATA(b_hh)
+    cdef floating* gates_p = <floating*> cnp.PyArray_DATA(gates)
+    cdef floating* gates_h_p = <floating*> cnp.PyArray_DATA(gates_h)
+    cdef floating* hidden_n_p = <floating*> cnp.PyArray_DATA(hidden_n)
+    cdef floating* hs_p = <floating*> cnp.PyArray_DATA(hs)
+    cdef floating* y_p = <floating*> cnp.PyArray_DATA(y)
     cdef floating* packed[3]
     cdef int part
-    packed[0] = packed_rows_t(&s, 0, G, s.n_in, &w_ih[0, 0])
-    packed[1] = packed_rows_t(&s, 0, G if reset_after else 2 * H, H, w_hh_p)
-    packed[2] = packed_rows_t(&s, 2 * H, H, H, w_hh_p) if not reset_after else NULL
-    if packed[0] == NULL or packed[1] == NULL or (not reset_after and packed[2] == NULL):
-        free_packed(packed, 3)
-        s.level, parts = 0, 1       # BLAS, which threads itself (or out of memory)
-    parts = max(1, min(parts, <int> s.B))
-    cdef const Py_ssize_t* lengths_p = &lengths[0] if lengths.shape[0] > 0 else NULL
     with nogil:
+        packed[0] = packed_rows_t(s, 0, G, s.n_in, w_ih_p)
+        packed[1] = packed_rows_t(s, 0, G if s.reset_after else 2 * H, H, w_hh_p)
+        packed[2] = packed_rows_t(s, 2 * H, H, H, w_hh_p) if not s.reset_after else NULL
+        if packed[0] == NULL or packed[1] == NULL or (not s.reset_after and packed[2] == NULL):
+            free_packed(packed, 3)
+            s.level, parts = 0, 1       # BLAS, which threads itself (or out of memory)
+        parts = max(1, min(parts, <int> s.B))
         if parts == 1:
-            forward_rows(&s, 0, s.B, &x[0, 0, 0], &w_ih[0, 0], w_hh_p, packed, &b_ih[0],
-                         &b_hh[0], lengths_p, &gates[0, 0, 0], &gates_h[0, 0],
-                         &hidden_n[0, 0, 0], &hs[0, 0, 0], &y[0, 0, 0])
+            forward_rows(s, 0, s.B, x, w_ih_p, w_hh_p, packed, b_ih_p, b_hh_p, lengths,
+                         gates_p, gates_h_p, hidden_n_p, hs_p, y_p)
         else:
             for part in prange(parts, num_threads=parts, schedule="static", chunksize=1):
-                forward_rows(&s, part_start(s.B, parts, part), part_start(s.B, parts, part + 1),
-                             &x[0, 0, 0], &w_ih[0, 0], w_hh_p, packed, &b_ih[0], &b_hh[0],
-                             lengths_p, &gates[0, 0, 0], &gates_h[0, 0], &hidden_n[0, 0, 0],
-                             &hs[0, 0, 0], &y[0, 0, 0])
+                forward_rows(s, part_start(s.B, parts, part), part_start(s.B, parts, part + 1),
+                             x, w_ih_p, w_hh_p, packed, b_ih_p, b_hh_p, lengths, gates_p,
+                             gates_h_p, hidden_n_p, hs_p, y_p)
         free_packed(packed, 3)
 
 
@@ -261,167 +235,95 @@ cdef void backward_rows(const Sizes* s, Py_ssize_t b0, Py_ssize_t b1, const floa
         dh_prev = swap
 
 
-# ---------------------------------------------------------------------------------------------
-# The weight gradients, after the backward loop, as whole-sequence products:
-#   forward gates = x @ W_ih^T + b_ih, gates_h = h_prev @ W_hh^T + b_hh (per gate block), so
-#   dW = D^T @ X (PyTorch's layout) or dW^T = X^T @ D (transposed), db = D's column sums,
-# for each (D, X, rows of W) in `weight_jobs`. With the small GEMM (level > 0) each part of
-# the threads takes its share of every job's output rows, in blocks of WEIGHT_KB rows of M,
-# packing each block of the right operand into scratch of its own; else BLAS, threaded as it
-# is set.
-# ---------------------------------------------------------------------------------------------
-cdef enum:
-    WEIGHT_KB = 512         # rows of M a block: measured 100 GFLOP/s (256-1024 within 3%)
-
-
-cdef void weight_job(const Sizes* s, int part, int parts, Py_ssize_t g0, Py_ssize_t n,
-                     Py_ssize_t K, const floating* d, Py_ssize_t ldd, const floating* src,
-                     floating* dw, floating* bias, floating* scratch) noexcept nogil:
-    """dW[g0:g0 + n] (n, K) = d^T @ src, d (M, n; leading dimension ldd), src (M, K), in the
-    weights' layout, and bias (n,) = d's column sums unless NULL: part `part` of `parts`
-    (BLAS: part 0 of 1, scratch unused)."""
-    cdef Py_ssize_t M = s.T * s.B, ld = ld_of(s, K), block, k0, kb, c0, c1, out_rows
-    cdef floating* out = dw + g0 * row_step(s, K)
-    cdef floating beta
-    if s.level == 0:
-        if s.weights_t:     # dW^T[:, g0:g0 + n] = src^T @ d, (K, M) @ (M, n)
-            gemm(True, False, K, n, M, 1, src, K, d, ldd, 0, out, ld)
-        else:               # dW[g0:g0 + n] = d^T @ src, (n, M) @ (M, K)
-            gemm(True, False, n, K, M, 1, d, ldd, src, K, 0, out, ld)
-        if bias != NULL:
-            column_sums(M, n, d, ldd, bias, False)
-        return
-    out_rows = K if s.weights_t else n
-    c0, c1 = part_start(out_rows, parts, part), part_start(out_rows, parts, part + 1)
-    for block in range((M + WEIGHT_KB - 1) // WEIGHT_KB):
-        k0 = block * WEIGHT_KB
-        kb = min(<Py_ssize_t> WEIGHT_KB, M - k0)
-        beta = 0 if k0 == 0 else 1
-        if c1 > c0 and s.weights_t:
-            # dW^T[c0:c1, g0:g0 + n] (+)= src[k0:k0 + kb, c0:c1]^T @ d[k0:k0 + kb]
-            pack(s.level, kb, n, d + k0 * ldd, ldd, False, scratch)
-            product_ta(s.level, c1 - c0, n, kb, src + k0 * K + c0, K, scratch, beta,
-                       out + c0 * ld, ld)
-        elif c1 > c0:
-            # dW[g0 + c0:g0 + c1] (+)= d[k0:k0 + kb, c0:c1]^T @ src[k0:k0 + kb]
-            pack(s.level, kb, K, src + k0 * K, K, False, scratch)
-            product_ta(s.level, c1 - c0, K, kb, d + k0 * ldd + c0, ldd, scratch, beta,
-                       out + c0 * ld, ld)
-        c0, c1 = part_start(n, parts, part), part_start(n, parts, part + 1)
-        if bias != NULL and c1 > c0:
-            column_sums(kb, c1 - c0, d + k0 * ldd + c0, ldd, bias + c0, k0 > 0)
-        c0, c1 = part_start(out_rows, parts, part), part_start(out_rows, parts, part + 1)
-
-
-cdef void weight_jobs(const Sizes* s, int part, int parts, const floating* x,
-                      const floating* hs, const floating* hidden_n, const floating* d_gates,
-                      const floating* d_aux, floating* dw_ih, floating* dw_hh, floating* db_ih,
-                      floating* db_hh, floating* scratch) noexcept nogil:
-    """Every weight gradient of `backward` (part `part` of `parts`): X = x as (M, I),
-    H_prev = hs[:T] as (M, H), D = d_gates as (M, G)."""
-    cdef Py_ssize_t I = s.n_in, H = s.H, G = 3 * H
-    if s.reset_after:
-        # dW_hh = D^T @ H_prev; dW_ih[:2H] = D[:, :2H]^T @ X; dW_ih[2H:] = d_aux^T @ X
-        weight_job(s, part, parts, 0, G, H, d_gates, G, hs, dw_hh, db_hh, scratch)
-        weight_job(s, part, parts, 0, 2 * H, I, d_gates, G, x, dw_ih, db_ih, scratch)
-        weight_job(s, part, parts, 2 * H, H, I, d_aux, H, x, dw_ih, db_ih + 2 * H, scratch)
-    else:
-        # dW_hh[:2H] = D[:, :2H]^T @ H_prev; dW_hh[2H:] = D[:, 2H:]^T @ (r * H_prev);
-        # dW_ih = D^T @ X; db_hh = db_ih (both biases add to the same pre-activations)
-        weight_job(s, part, parts, 0, 2 * H, H, d_gates, G, hs, dw_hh, NULL, scratch)
-        weight_job(s, part, parts, 2 * H, H, H, d_gates + 2 * H, G, hidden_n, dw_hh, NULL,
-                   scratch)
-        weight_job(s, part, parts, 0, G, I, d_gates, G, x, dw_ih, db_ih, scratch)
-
-
-cdef void weight_gradients(Sizes* s, int parts, const floating* x, const floating* hs,
-                           const floating* hidden_n, const floating* d_gates,
-                           const floating* d_aux, floating* dw_ih, floating* dw_hh,
-                           floating* db_ih, floating* db_hh) noexcept nogil:
-    """weight_jobs on `parts` threads with the small GEMM (s.level > 0), else on BLAS."""
-    cdef Py_ssize_t per_part = packed_size(s.level, WEIGHT_KB, max(s.n_in, 3 * s.H),
-                                           sizeof(floating)) if s.level > 0 else 0
-    cdef floating* scratch = NULL
-    cdef int part
-    if s.level > 0:
-        scratch = <floating*> malloc(parts * per_part * sizeof(floating))
-        if scratch == NULL:
-            s.level = 0                 # out of memory: BLAS
-    if s.level == 0 or parts == 1:
-        weight_jobs(s, 0, 1, x, hs, hidden_n, d_gates, d_aux, dw_ih, dw_hh, db_ih, db_hh,
-                    scratch)
-    else:
-        for part in prange(parts, num_threads=parts, schedule="static", chunksize=1):
-            weight_jobs(s, part, parts, x, hs, hidden_n, d_gates, d_aux, dw_ih, dw_hh, db_ih,
-                        db_hh, scratch + part * per_part)
-    free(scratch)
-    if not s.reset_after:
-        memcpy(db_hh, db_ih, 3 * s.H * sizeof(floating))
-
-
-def backward(const floating[:, :, ::1] dy, const floating[:, :, ::1] x,
-             const floating[:, ::1] w_ih, const floating[:, ::1] w_hh, bint weights_t,
-             const floating[:, :, ::1] gates, const floating[:, :, ::1] hidden_n,
-             const floating[:, :, ::1] hs, const Py_ssize_t[::1] lengths, bint reset_after,
-             floating[:, :, ::1] dh, floating[:, :, ::1] d_gates, floating[:, :, ::1] d_aux,
-             floating[:, :, ::1] dx, floating[:, ::1] dw_ih, floating[:, ::1] dw_hh,
-             floating[::1] db_ih, floating[::1] db_hh, int level=0, int parts=1):
+def backward(cnp.ndarray dy, cnp.ndarray x, cnp.ndarray w_ih, cnp.ndarray w_hh,
+             bint weights_t, cnp.ndarray gates, cnp.ndarray hidden_n, cnp.ndarray hs,
+             cnp.ndarray lengths, bint reset_after, cnp.ndarray dh, cnp.ndarray d_gates,
+             cnp.ndarray d_aux, cnp.ndarray dx, cnp.ndarray dw_ih, cnp.ndarray dw_hh,
+             cnp.ndarray db_ih, cnp.ndarray db_hh, int level=0, int parts=1):
     """Backward through time of `forward` run with training slots (S_h = T + 1, S_n = T).
 
-    dy (T, B, H), or (0, B, H) for "no gradient from y". Weights as in `forward`. dh (2, B, H):
-    dh[0] = dL/dh_n filled in by the caller, dh[1] scratch; on return dh[T % 2] = dL/dh0.
-    Scratch kept until the whole-sequence products after the loop: d_gates (T, B, G), the gate
-    gradients wrt W_h h + b_h; d_aux: reset_after=True, (T, B, H), dn_pre (the n block of the
-    gradient wrt W_i x + b_i); reset_after=False, (1, B, H), d_rh of the current step.
-    Outputs dx (or (0, B, I): no dx computed), dw_ih, dw_hh (in the weights' layout), db_ih,
-    db_hh are overwritten. level, parts: as in `forward`.
+    Arrays as in `forward`. dy (T, B, H), or (0, B, H) for "no gradient from y".
+    dh (2, B, H): dh[0] = dL/dh_n filled in by the caller, dh[1] scratch; on return
+    dh[T % 2] = dL/dh0. Scratch kept until the whole-sequence products after the loop:
+    d_gates (T, B, G), the gate gradients wrt W_h h + b_h; d_aux: reset_after=True,
+    (T, B, H), dn_pre (the n block of the gradient wrt W_i x + b_i); reset_after=False,
+    (1, B, H), d_rh of the current step. Outputs dx (or (0, B, I): no dx computed), dw_ih,
+    dw_hh (in the weights' layout), db_ih, db_hh are overwritten. level, parts: as `forward`.
     """
     cdef Sizes s
     s.T, s.B, s.n_in, s.H = x.shape[0], x.shape[1], x.shape[2], hs.shape[2]
     s.slots_g, s.slots_h, s.slots_n = s.T, s.T + 1, s.T
     s.reset_after, s.weights_t, s.level = reset_after, weights_t, level
+    cdef const Py_ssize_t* lengths_p = <const Py_ssize_t*> (
+        cnp.PyArray_DATA(lengths) if lengths.shape[0] > 0 else NULL)
+    if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT64:
+        backward_typed(&s, <const double*> cnp.PyArray_DATA(x), dy, w_ih, w_hh, gates,
+                       hidden_n, hs, lengths_p, dh, d_gates, d_aux, dx, dw_ih, dw_hh, db_ih,
+                       db_hh, parts)
+    else:
+        backward_typed(&s, <const float*> cnp.PyArray_DATA(x), dy, w_ih, w_hh, gates,
+                       hidden_n, hs, lengths_p, dh, d_gates, d_aux, dx, dw_ih, dw_hh, db_ih,
+                       db_hh, parts)
+
+
+cdef void backward_typed(Sizes* s, const floating* x, cnp.ndarray dy, cnp.ndarray w_ih,
+                         cnp.ndarray w_hh, cnp.ndarray gates, cnp.ndarray hidden_n,
+                         cnp.ndarray hs, const Py_ssize_t* lengths, cnp.ndarray dh,
+                         cnp.ndarray d_gates, cnp.ndarray d_aux, cnp.ndarray dx,
+                         cnp.ndarray dw_ih, cnp.ndarray dw_hh, cnp.ndarray db_ih,
+                         cnp.ndarray db_hh, int parts):
+    """`backward` for x's dtype: packs the weights (small GEMM), runs the parts, then the
+    whole-sequence products."""
     cdef Py_ssize_t I = s.n_in, H = s.H, G = 3 * H, M = s.T * s.B
-    cdef const floating* w_ih_p = &w_ih[0, 0]
-    cdef const floating* w_hh_p = &w_hh[0, 0]
-    cdef bint need_dx = dx.shape[0] > 0
+    cdef bint reset_after = s.reset_after, need_dx = dx.shape[0] > 0
+    cdef const floating* dy_p = <const floating*> (
+        cnp.PyArray_DATA(dy) if dy.shape[0] > 0 else NULL)
+    cdef const floating* w_ih_p = <const floating*> cnp.PyArray_DATA(w_ih)
+    cdef const floating* w_hh_p = <const floating*> cnp.PyArray_DATA(w_hh)
+    cdef const floating* gates_p = <const floating*> cnp.PyArray_DATA(gates)
+    cdef const floating* hidden_n_p = <const floating*> cnp.PyArray_DATA(hidden_n)
+    cdef const floating* hs_p = <const floating*> cnp.PyArray_DATA(hs)
+    cdef floating* dh_p = <floating*> cnp.PyArray_DATA(dh)
+    cdef floating* d_gates_p = <floating*> cnp.PyArray_DATA(d_gates)
+    cdef floating* d_aux_p = <floating*> cnp.PyArray_DATA(d_aux)
+    cdef floating* dx_p = <floating*> (cnp.PyArray_DATA(dx) if need_dx else NULL)
+    cdef floating* dw_ih_p = <floating*> cnp.PyArray_DATA(dw_ih)
+    cdef floating* dw_hh_p = <floating*> cnp.PyArray_DATA(dw_hh)
+    cdef floating* db_ih_p = <floating*> cnp.PyArray_DATA(db_ih)
+    cdef floating* db_hh_p = <floating*> cnp.PyArray_DATA(db_hh)
     cdef floating* packed[4]
-    cdef int part
-    packed[0] = packed_rows(&s, 0, G if reset_after else 2 * H, H, w_hh_p)
-    packed[1] = packed_rows(&s, 2 * H, H, H, w_hh_p) if not reset_after else NULL
-    packed[2] = packed_rows(&s, 0, 2 * H if reset_after else G, I, w_ih_p) if need_dx else NULL
-    packed[3] = packed_rows(&s, 2 * H, H, I, w_ih_p) if need_dx and reset_after else NULL
-    if packed[0] == NULL or (not reset_after and packed[1] == NULL):
-        free_packed(packed, 4)
-        s.level, parts = 0, 1           # BLAS, which threads itself (or out of memory)
-    cdef int loop_level = s.level
-    cdef bint dx_in_loop = (need_dx and s.level > 0 and packed[2] != NULL
-                            and (not reset_after or packed[3] != NULL))
-    parts = max(1, min(parts, <int> s.B))
-    cdef const floating* dy_p = &dy[0, 0, 0] if dy.shape[0] > 0 else NULL
-    cdef const Py_ssize_t* lengths_p = &lengths[0] if lengths.shape[0] > 0 else NULL
-    cdef floating* dx_p = &dx[0, 0, 0] if need_dx else NULL
-    cdef floating* d_gates_p = &d_gates[0, 0, 0]
-    cdef floating* d_aux_p = &d_aux[0, 0, 0]
+    cdef floating* dx_loop
+    cdef int part, loop_level
     with nogil:
+        packed[0] = packed_rows(s, 0, G if reset_after else 2 * H, H, w_hh_p)
+        packed[1] = packed_rows(s, 2 * H, H, H, w_hh_p) if not reset_after else NULL
+        packed[2] = packed_rows(s, 0, 2 * H if reset_after else G, I, w_ih_p) if need_dx else NULL
+        packed[3] = packed_rows(s, 2 * H, H, I, w_ih_p) if need_dx and reset_after else NULL
+        if packed[0] == NULL or (not reset_after and packed[1] == NULL):
+            free_packed(packed, 4)
+            s.level, parts = 0, 1           # BLAS, which threads itself (or out of memory)
+        loop_level = s.level
+        # dx a step at a time (small GEMM, while the step's gradients are in cache), else after
+        dx_loop = dx_p if (need_dx and s.level > 0 and packed[2] != NULL
+                           and (not reset_after or packed[3] != NULL)) else NULL
+        parts = max(1, min(parts, <int> s.B))
         if parts == 1:
-            backward_rows(&s, 0, s.B, dy_p, w_ih_p, w_hh_p, packed, &gates[0, 0, 0],
-                          &hidden_n[0, 0, 0], &hs[0, 0, 0], lengths_p, &dh[0, 0, 0], d_gates_p,
-                          d_aux_p, dx_p if dx_in_loop else NULL)
+            backward_rows(s, 0, s.B, dy_p, w_ih_p, w_hh_p, packed, gates_p, hidden_n_p, hs_p,
+                          lengths, dh_p, d_gates_p, d_aux_p, dx_loop)
         else:
             for part in prange(parts, num_threads=parts, schedule="static", chunksize=1):
-                backward_rows(&s, part_start(s.B, parts, part),
-                              part_start(s.B, parts, part + 1), dy_p, w_ih_p, w_hh_p, packed,
-                              &gates[0, 0, 0], &hidden_n[0, 0, 0], &hs[0, 0, 0], lengths_p,
-                              &dh[0, 0, 0], d_gates_p, d_aux_p, dx_p if dx_in_loop else NULL)
+                backward_rows(s, part_start(s.B, parts, part), part_start(s.B, parts, part + 1),
+                              dy_p, w_ih_p, w_hh_p, packed, gates_p, hidden_n_p, hs_p, lengths,
+                              dh_p, d_gates_p, d_aux_p, dx_loop)
         free_packed(packed, 4)
-        if need_dx and not dx_in_loop:
+        if need_dx and dx_loop == NULL:
             # dx = D[:, :2H] @ W_ih[:2H] + d_aux @ W_ih[2H:] (reset_after), else D @ W_ih
             s.level = 0
             if reset_after:
-                times_rows(&s, M, 0, 2 * H, I, d_gates_p, G, w_ih_p, NULL, 0, dx_p, I)
-                times_rows(&s, M, 2 * H, H, I, d_aux_p, H, w_ih_p, NULL, 1, dx_p, I)
+                times_rows(s, M, 0, 2 * H, I, d_gates_p, G, w_ih_p, NULL, 0, dx_p, I)
+                times_rows(s, M, 2 * H, H, I, d_aux_p, H, w_ih_p, NULL, 1, dx_p, I)
             else:
-                times_rows(&s, M, 0, G, I, d_gates_p, G, w_ih_p, NULL, 0, dx_p, I)
-        s.level = loop_level
-        weight_gradients(&s, parts, &x[0, 0, 0], &hs[0, 0, 0], &hidden_n[0, 0, 0], d_gates_p,
-                         d_aux_p, &dw_ih[0, 0], &dw_hh[0, 0], &db_ih[0], &db_hh[0])
+                times_rows(s, M, 0, G, I, d_gates_p, G, w_ih_p, NULL, 0, dx_p, I)
+            s.level = loop_level
+        weight_gradients(s, parts, x, hs_p, hidden_n_p, d_gates_p, d_aux_p, dw_ih_p, dw_hh_p,
+                         db_ih_p, db_hh_p)
