@@ -18,7 +18,8 @@ from cgru._threads import blas_threads
 __all__ = ["gru_forward", "gru_backward", "GRUGrads", "GRUCache", "GRUCell",
            "set_num_threads", "get_num_threads"]
 
-_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_FLOAT32, _FLOAT64 = np.dtype(np.float32), np.dtype(np.float64)
+_FLOAT_DTYPES = (_FLOAT32, _FLOAT64)
 # scipy.linalg.cython_blas is 32-bit indexed: every GEMM size and leading dimension must fit.
 _BLAS_INT_MAX = 2**31 - 1
 # Rows of input projection per GEMM in inference (see _inference_chunk).
@@ -73,7 +74,9 @@ def _as_float_array(value, name):
     if value is None:
         raise TypeError(f"`{name}` must be a float32 or float64 array, got None")
     array = value if isinstance(value, np.ndarray) else np.asarray(value)
-    if array.dtype not in _FLOAT_DTYPES:
+    dtype = array.dtype
+    # identity first: NumPy's native float dtypes are singletons, and == costs a microsecond
+    if dtype is not _FLOAT32 and dtype is not _FLOAT64 and dtype not in _FLOAT_DTYPES:
         raise TypeError(f"`{name}` must be a float32 or float64 array, got dtype {array.dtype} "
                         f"(shape {array.shape}); cast it with .astype(np.float32)")
     return array
@@ -87,7 +90,7 @@ def _check_shape(array, name, expected, meaning):
 
 def _check_same_dtype(arrays, names, reference_name, dtype):
     for array, name in zip(arrays, names):
-        if array is not None and array.dtype != dtype:
+        if array is not None and array.dtype is not dtype and array.dtype != dtype:
             reference = (f"`{reference_name}`" if reference_name.isidentifier()
                          else reference_name)
             raise TypeError(f"`{name}` has dtype {array.dtype} but {reference} has "
@@ -110,6 +113,8 @@ def _check_lengths(lengths, T, B):
 
 
 def _check_blas_sizes(T, B, I, H):
+    if T * B <= _BLAS_INT_MAX and 3 * H <= _BLAS_INT_MAX and I <= _BLAS_INT_MAX:
+        return
     for name, size in (("T * B", T * B), ("3 * H", 3 * H), ("I", I)):
         if size > _BLAS_INT_MAX:
             raise ValueError(f"{name} = {size} is larger than the 32-bit BLAS limit "
@@ -191,8 +196,8 @@ def _plan(T, B, I, H, small_gemm=True):
     CGRU_SMALL_GEMM=0) keeps every product on BLAS."""
     if _PLAN_OVERRIDE is not None:
         return _PLAN_OVERRIDE
-    if not small_gemm or _small_gemm_level == 0:
-        return False, 1
+    if not small_gemm or _small_gemm_level == 0 or B < _PART_MIN_ROWS:
+        return False, 1     # (a batch below the register tile never takes the small GEMM)
     threads = get_num_threads()
     parts = min(threads, B // _PART_MIN_ROWS)
     if parts >= 2 and 6.0 * T * B * H * (I + H) >= _PARTS_MIN_FLOPS:
@@ -215,21 +220,41 @@ def _copies_transposed_weights(plan, T):
     return not plan[0] and T >= 2
 
 
+def _weights_are_plain(w_ih, w_hh, b_ih, b_hh, I, dtype):
+    """Are the four weights ndarrays of ``dtype`` (a native float dtype) in the PyTorch shapes
+    for I >= 1 input features? The common case, answered in a third of _check_weights's
+    time (it is a fifth of a one-step gru_forward)."""
+    arrays = (w_ih, w_hh, b_ih, b_hh)
+    for array in arrays:
+        if type(array) is not np.ndarray or array.dtype is not dtype:
+            return False
+    shape = w_hh.shape
+    if len(shape) != 2 or I == 0:
+        return False
+    G = shape[0]
+    return (G > 0 and G == 3 * shape[1] and w_ih.shape == (G, I) and b_ih.shape == (G,)
+            and b_hh.shape == (G,))
+
+
 def _check_weights(w_ih, w_hh, b_ih, b_hh, I, dtype, dtype_from):
     """The four weights as float arrays of the PyTorch shapes for I input features, checked
     to share ``dtype`` (the dtype of the argument named ``dtype_from``)."""
+    if (dtype is _FLOAT32 or dtype is _FLOAT64) and _weights_are_plain(w_ih, w_hh, b_ih, b_hh,
+                                                                        I, dtype):
+        return w_ih, w_hh, b_ih, b_hh
     w_hh = _as_float_array(w_hh, "w_hh")
-    if w_hh.ndim != 2 or w_hh.shape[0] != 3 * w_hh.shape[1] or w_hh.shape[1] == 0:
-        raise ValueError(f"`w_hh` must have shape (3H, H) with H >= 1, got {w_hh.shape}")
-    H = w_hh.shape[1]
+    shape = w_hh.shape
+    if len(shape) != 2 or shape[0] != 3 * shape[1] or shape[1] == 0:
+        raise ValueError(f"`w_hh` must have shape (3H, H) with H >= 1, got {shape}")
+    G = shape[0]
     w_ih = _as_float_array(w_ih, "w_ih")
-    _check_shape(w_ih, "w_ih", (3 * H, I), "(3H, I)")
+    _check_shape(w_ih, "w_ih", (G, I), "(3H, I)")
     if I == 0:
         raise ValueError("the input must have at least one feature, got I = 0")
     b_ih = _as_float_array(b_ih, "b_ih")
-    _check_shape(b_ih, "b_ih", (3 * H,), "(3H,)")
+    _check_shape(b_ih, "b_ih", (G,), "(3H,)")
     b_hh = _as_float_array(b_hh, "b_hh")
-    _check_shape(b_hh, "b_hh", (3 * H,), "(3H,)")
+    _check_shape(b_hh, "b_hh", (G,), "(3H,)")
     _check_same_dtype((w_ih, w_hh, b_ih, b_hh), ("w_ih", "w_hh", "b_ih", "b_hh"), dtype_from,
                       dtype)
     return w_ih, w_hh, b_ih, b_hh
@@ -294,10 +319,13 @@ def _run_forward(x, h0, forward_weights, backward_weights, b_ih, b_hh, lengths, 
     # so they start uninitialised; only empty sequences or batches take zeros.
     empty = T == 0 or B == 0
     # Large arrays come from POOL (cgru/_pool.py): reused ones save the page faults of fresh
-    # memory, a third of a training step's time on the medium benchmark shape.
-    y = np.zeros((T, B, H), dtype) if empty else POOL.empty((T, B, H), dtype)
+    # memory, a third of a training step's time on the medium benchmark shape. A call whose
+    # largest array is under the pool's bound asks NumPy directly (the pool would hand it
+    # to np.empty after its own checks: 0.5-1 us an array, at the one-step shape).
+    new = np.empty if T * B * 3 * H * dtype.itemsize < POOL.min_bytes else POOL.empty
+    y = np.zeros((T, B, H), dtype) if empty else new((T, B, H), dtype)
     slots_h, slots_n = (T + 1, T) if training else (2, 1)
-    hs = POOL.empty((slots_h, B, H), dtype)
+    hs = new((slots_h, B, H), dtype)
     if h0 is None:
         hs[0] = 0
     else:
@@ -305,8 +333,8 @@ def _run_forward(x, h0, forward_weights, backward_weights, b_ih, b_hh, lengths, 
     level, parts = _level(plan), (1 if _forked_child else plan[1])
     if not empty:
         x = np.ascontiguousarray(x)
-        gates = POOL.empty((T if training else _inference_chunk(T, B), B, 3 * H), dtype)
-        hidden_n = POOL.empty((slots_n, B, H), dtype)
+        gates = new((T if training else _inference_chunk(T, B), B, 3 * H), dtype)
+        hidden_n = new((slots_n, B, H), dtype)
         gates_h = np.empty((B, 3 * H), dtype)
         _loops.forward(x, w_ih, w_hh, weights_t, b_ih, b_hh,
                        _NO_LENGTHS if lengths is None else lengths, reset_after,
