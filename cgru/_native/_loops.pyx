@@ -2,7 +2,8 @@
 
 Layering (scikit-learn style): the cell (_cell.pxd over _cell_template.h) does one step's
 elementwise work on raw pointers; the products go through one interface (_gemm.pxd: the small
-GEMM at the plan's level, or BLAS); the batch is cut over OpenMP threads (_parts.pxd); these
+GEMM at the plan's level, or BLAS), reading the weights in either layout (_weights.pxd, which
+also holds the weight gradients); the batch is cut over OpenMP threads (_parts.pxd); these
 loops run the steps. `cgru.functional` validates, allocates every array and chooses the plan
 (level, parts, weight layout); nothing here checks shapes or allocates arrays.
 
