@@ -128,12 +128,18 @@ def _inference_chunk(T, B):
     return max(1, min(T, -(-_CHUNK_ROWS // B)))
 
 
-# A call's products: the small GEMM (cgru/_gemm_template.h) on parts of the batch, one thread
-# each, or BLAS. Measured on the benchmark shapes (Zen 4, float32): at one thread the small
-# GEMM runs the per-step products at the core's peak, 1.3-1.6x OpenBLAS for B = 32-64; with
-# more threads, parts of the batch on threads of their own beat OpenBLAS threading each
-# product. Below _PARTS_MIN_FLOPS a call is too short to start threads for (tens of us), and
-# a part has at least _PART_MIN_ROWS rows (the register tile). On one thread the small GEMM
+# A call's products: the small GEMM (cgru/_native/_gemm_template.h) on parts of the batch, one
+# thread each, or BLAS. Measured on the benchmark shapes (Zen 4, float32): at one thread the
+# small GEMM runs the per-step products at the core's peak, 1.3-1.6x OpenBLAS for B = 32-64;
+# with more threads, parts of the batch on threads of their own beat OpenBLAS threading each
+# product. Whole steps at one thread, small GEMM against the best BLAS reachable through a
+# documented interface (SciPy's cython_blas, CGRU_SMALL_GEMM=0), on an AVX2-only EPYC
+# (AVX2 form): medium (100, 64, 128, 256) inference 3.1x, training 2.1x faster (layers'
+# transposed weights 4.6x, 2.6x), large (100, 64, 256, 512) 2.1x and 1.55x (1.5x, 1.5x):
+# CPU time, minimum of 7, benchmarks/small_gemm_vs_blas.py (figures in benchmarks/README.md).
+# Below _PARTS_MIN_FLOPS a call is too short to cut (set when each call started its own
+# threads; not re-measured with OpenMP's reused ones), and a part has at least
+# _PART_MIN_ROWS rows (the register tile). On one thread the small GEMM
 # needs a batch that fills its tile and weights worth packing: at (T, B, I, H) =
 # (50, 4, 32, 64) it was 1.33x slower than OpenBLAS, at the seed shape (10, 32, 20, 32)
 # 1.07-1.16x, at H = 64, B = 16 even, and 0.85-0.94x from H = 128 (B = 8 to 128).
