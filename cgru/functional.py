@@ -442,8 +442,10 @@ class GRUCell(_step.StepKernel):
     dtype. Inference only (no cache); calls may run from several threads at once.
     ``cell(x_t, h)`` equals ``gru_forward(x_t[None], h, ...)[1]``.
 
-    The call itself is native (``_native._step.StepKernel``): C-contiguous arrays of the right dtype and
-    shape go straight to the kernel, anything else through ``_prepare`` below.
+    The call itself is native (``_native._step.StepKernel``): C-contiguous arrays of the right
+    dtype and shape go straight to the kernel, anything else through ``_prepare`` below. The
+    weights are held in PyTorch's layout, read as BLAS's transposed operand, as a one-step
+    ``gru_forward`` reads them without a copy: so that both give the same bits.
     """
 
     def __init__(self, w_ih, w_hh, b_ih, b_hh, *, reset_after=True):
