@@ -51,10 +51,10 @@ def main(argv=None):
     parser.add_argument("--cases", default="medium,large")
     parser.add_argument("--reps", type=int, default=7)
     args = parser.parse_args(argv)
-    from threadpoolctl import threadpool_limits
-    threadpool_limits(1)
     import cgru
     from cgru import functional
+    from threadpoolctl import threadpool_limits
+    threadpool_limits(1)        # after cgru's import, which loads SciPy's BLAS
     cgru.set_num_threads(1)
     levels = sorted({0, 1, functional._loops.SMALL_GEMM_LEVEL})
     rng = np.random.default_rng(0)
