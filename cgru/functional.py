@@ -133,10 +133,11 @@ def _inference_chunk(T, B):
 # small GEMM runs the per-step products at the core's peak, 1.3-1.6x OpenBLAS for B = 32-64;
 # with more threads, parts of the batch on threads of their own beat OpenBLAS threading each
 # product. Whole steps at one thread, small GEMM against the best BLAS reachable through a
-# documented interface (SciPy's cython_blas, CGRU_SMALL_GEMM=0), on an AVX2-only EPYC
-# (AVX2 form): medium (100, 64, 128, 256) inference 3.1x, training 2.1x faster (layers'
-# transposed weights 4.6x, 2.6x), large (100, 64, 256, 512) 2.1x and 1.55x (1.5x, 1.5x):
-# CPU time, minimum of 7, benchmarks/small_gemm_vs_blas.py (figures in benchmarks/README.md).
+# documented interface (SciPy's cython_blas, CGRU_SMALL_GEMM=0), on an AVX2-only EPYC (AVX2
+# form), benchmarks/small_gemm_vs_blas.py: inference 1.17x (medium) and 1.09x (large)
+# faster, training 0.88x and 0.69x (slower); on the Zen 4 machine (AVX-512) medium training
+# was 1.3x faster. The one-thread rules below are pinned by tests/test_plans.py; they need
+# re-measuring on both machines (see benchmarks/README.md).
 # Below _PARTS_MIN_FLOPS a call is too short to cut (set when each call started its own
 # threads; not re-measured with OpenMP's reused ones), and a part has at least
 # _PART_MIN_ROWS rows (the register tile). On one thread the small GEMM
