@@ -103,3 +103,31 @@ def test_a_forked_child_does_not_hang():
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "done"
+
+
+def test_the_small_gemm_switches_off(monkeypatch):
+    """CGRU_SMALL_GEMM=0 (read at import) and the plan's argument keep every product on BLAS,
+    with the same numbers as the reference."""
+    monkeypatch.setattr(functional, "_PLAN_OVERRIDE", None)
+    monkeypatch.setattr(functional, "blas_threads", lambda: 1)
+    assert functional._plan(100, 64, 128, 256, small_gemm=False) == (False, 1)
+    script = textwrap.dedent("""
+        import numpy as np, sys
+        sys.path.insert(0, "tests")
+        import cgru
+        from cgru import _reference, functional
+        from conftest import make_gru_inputs
+        assert functional._small_gemm_level == 0
+        assert functional._plan(100, 64, 128, 256) == (False, 1)
+        args = make_gru_inputs(np.random.default_rng(3), 6, 16, 5, 64, np.float64)
+        y, h_n, cache = cgru.gru_forward(*args)
+        assert cache.level == 0
+        y_ref, h_ref, _ = _reference.gru_forward(*args)
+        np.testing.assert_allclose(y, y_ref, rtol=1e-10, atol=1e-12)
+        print("done")
+    """)
+    env = dict(os.environ, PYTHONPATH=ROOT, CGRU_SMALL_GEMM="0")
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, timeout=240,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "done"
