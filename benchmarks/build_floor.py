@@ -1,6 +1,6 @@
 """Builds the benchmark's GEMM floor (benchmarks/_floor.pyx) and imports it.
 
-The floor is a benchmark helper, not part of the cgru package: it is compiled on demand,
+The floor is part of the benchmark, not of the cgru package: it is compiled on demand,
 into this folder by default (`python benchmarks/build_floor.py`), or into any folder
 (`load(folder)`; the tests build it into a temporary one).
 """

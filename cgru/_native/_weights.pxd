@@ -1,7 +1,7 @@
 # The weights in either layout, and their gradients.
 #
 # W_ih (G, I) and W_hh (G, H) come in PyTorch's layout, or stored transposed, (I, G) and
-# (H, G): the layers' layout (`Sizes.weights_t`). The helpers below give every product the
+# (H, G): the layers' layout (`Sizes.weights_t`). The functions below give every product the
 # rows of W it needs in the call's layout (a transpose flag for BLAS, strides for packing),
 # and the weight gradients come out in the layout the weights came in, with no transposed
 # copy: dW = D^T @ X, or dW^T = X^T @ D directly.
