@@ -15,7 +15,7 @@ in a rotating order with a pause between requests (OpenBLAS threads keep spinnin
 the repetitions of the time per call (per step for the stream case, per fit for fit-seed).
 
 Systems:
-  floor  only the matrix products an ideal GRU must do (cgru/_floor.pyx), from a compiled loop
+  floor  only the matrix products an ideal GRU must do (benchmarks/_floor.pyx), from a compiled loop
          with the GIL released, through scipy.linalg.cython_blas, the BLAS cgru uses;
   cgru   the functional kernels (cgru.gru_forward / cgru.gru_backward) and, for fit-seed,
          the Keras-style models (cgru.Sequential, cgru.GRU, cgru.Dense);
@@ -59,7 +59,7 @@ CASES = {
     "long": (1000, 16, 32, 64),
     "stream": (1000, 1, 32, 128),
 }
-SYSTEMS = ("floor", "cgru", "torch", "keras")
+SYSTEMS = ("floor", "cgru", "cgru-base", "torch", "keras")
 MODES = ("infer", "train", "fit-seed")
 QUICK_CASES = ("seed", "medium", "long", "stream")
 FIT = dict(samples=100, timesteps=10, features=20, units=32, epochs=10, batch_size=32)
@@ -155,11 +155,12 @@ class FloorSystem:
 
     def __init__(self, threads):
         try:
-            from cgru import _floor
-        except ImportError as e:
-            raise Unavailable(f"cgru._floor is not built ({e}); run "
-                              "`python setup.py build_ext --inplace`")
-        self.mod = _floor
+            sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+            import build_floor
+            self.mod = build_floor.load()        # compiled on first use
+        except Exception as e:
+            raise Unavailable(f"the GEMM floor (benchmarks/_floor.pyx) cannot be built ({e}); "
+                              "run `python benchmarks/build_floor.py`")
 
     def versions(self):
         import scipy
@@ -564,8 +565,18 @@ class KerasSystem(KerasStyleFit):
         return super()._fit_runner()
 
 
-SYSTEM_CLASSES = {"floor": FloorSystem, "cgru": CgruSystem, "torch": TorchSystem,
-                  "keras": KerasSystem}
+class CgruBaseSystem(CgruSystem):
+    """Another build of cgru (--base-path), timed beside this one in the same run."""
+    name = "cgru-base"
+
+    def __init__(self, threads):
+        if not os.environ.get("CGRU_BENCH_BASE_PATH"):
+            raise Unavailable("no --base-path given")
+        super().__init__(threads)
+
+
+SYSTEM_CLASSES = {"floor": FloorSystem, "cgru": CgruSystem, "cgru-base": CgruBaseSystem,
+                  "torch": TorchSystem, "keras": KerasSystem}
 
 
 # --------------------------------------------------------------------------------------------
@@ -611,6 +622,8 @@ def worker_main(system, threads):
     sys.path.insert(0, ROOT)
     if system == "cgru" and os.environ.get("CGRU_BENCH_PATH"):
         sys.path.insert(0, os.environ["CGRU_BENCH_PATH"])
+    if system == "cgru-base" and os.environ.get("CGRU_BENCH_BASE_PATH"):
+        sys.path.insert(0, os.environ["CGRU_BENCH_BASE_PATH"])
 
     def send(**msg):
         proto.write(json.dumps(msg) + "\n")
@@ -877,6 +890,9 @@ def main(argv=None):
     p.add_argument("--cgru-path", default=None,
                    help="import cgru from this directory (default: this checkout, built in "
                         "place, else the installed one)")
+    p.add_argument("--base-path", default=None,
+                   help="system cgru-base: import cgru from this directory (another build, e.g. "
+                        "an older commit built in place), timed beside cgru in the same run")
     p.add_argument("--json", default=None, help="also write the results to this path")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -902,6 +918,8 @@ def main(argv=None):
     os.environ["CGRU_BENCH_KERAS_XLA"] = args.keras_xla
     if args.cgru_path:
         os.environ["CGRU_BENCH_PATH"] = os.path.abspath(args.cgru_path)
+    if args.base_path:
+        os.environ["CGRU_BENCH_BASE_PATH"] = os.path.abspath(args.base_path)
 
     jobs = []   # (mode, case)
     for m in modes:

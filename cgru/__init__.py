@@ -1,5 +1,6 @@
 """cgru: a fast GRU for CPUs. Typed Cython kernels over BLAS, with a Keras-style training API."""
-from cgru.functional import GRUGrads, gru_backward, gru_forward
+from cgru.functional import (  # noqa: F401
+    GRUGrads, get_num_threads, gru_backward, gru_forward, set_num_threads)
 
 __version__ = "0.1.0"
 

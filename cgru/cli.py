@@ -101,9 +101,9 @@ def _version():
 def _extension_status():
     """Return (built, debug_checks) for the compiled kernels, each a short string."""
     try:
-        from cgru import _gru
+        from cgru._native import _loops as _gru
     except ImportError:
-        return "not built (cgru._gru cannot be imported)", "n/a"
+        return "not built (cgru._native._loops cannot be imported)", "n/a"
     debug = getattr(_gru, "DEBUG_CHECKS", None)
     if debug is None:
         return f"yes ({os.path.basename(getattr(_gru, '__file__', '?'))})", "unknown"

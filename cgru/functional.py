@@ -1,21 +1,25 @@
 """The functional GRU: ``gru_forward`` and ``gru_backward`` (time-major, PyTorch weight layout).
 
 This module validates every argument, makes contiguous copies only where needed, allocates
-every array the kernels write, and calls the compiled loops in ``cgru._gru``. Nothing reaches
+every array the kernels write, chooses how a call runs (``_plan``: the small GEMM's level,
+threads, weight layout) and calls the compiled loops in ``cgru._native``. Nothing reaches
 native code before it has been checked here: wrong ranks, sizes, dtypes or lengths raise
 ``ValueError``/``TypeError`` naming the argument and the shapes.
 """
+import os
 from collections import namedtuple
 
 import numpy as np
 
-from cgru import _gru
+from cgru._native import _loops, _step
 from cgru._pool import POOL
 from cgru._threads import blas_threads
 
-__all__ = ["gru_forward", "gru_backward", "GRUGrads", "GRUCache", "GRUCell"]
+__all__ = ["gru_forward", "gru_backward", "GRUGrads", "GRUCache", "GRUCell",
+           "set_num_threads", "get_num_threads"]
 
-_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_FLOAT32, _FLOAT64 = np.dtype(np.float32), np.dtype(np.float64)
+_FLOAT_DTYPES = (_FLOAT32, _FLOAT64)
 # scipy.linalg.cython_blas is 32-bit indexed: every GEMM size and leading dimension must fit.
 _BLAS_INT_MAX = 2**31 - 1
 # Rows of input projection per GEMM in inference (see _inference_chunk).
@@ -36,12 +40,15 @@ class GRUCache:
     gradients. ``nbytes`` is the memory the cache itself owns.
     """
 
-    __slots__ = ("x", "w_ih", "w_hh", "gates", "hidden_n", "hs", "lengths", "reset_after")
+    __slots__ = ("x", "w_ih", "w_hh", "weights_t", "gates", "hidden_n", "hs", "lengths",
+                 "reset_after", "plan", "level")
 
-    def __init__(self, x, w_ih, w_hh, gates, hidden_n, hs, lengths, reset_after):
-        self.x, self.w_ih, self.w_hh = x, w_ih, w_hh
+    def __init__(self, x, w_ih, w_hh, weights_t, gates, hidden_n, hs, lengths, reset_after,
+                 plan, level):
+        self.x, self.w_ih, self.w_hh, self.weights_t = x, w_ih, w_hh, weights_t
         self.gates, self.hidden_n, self.hs = gates, hidden_n, hs
         self.lengths, self.reset_after = lengths, reset_after
+        self.plan, self.level = plan, level     # the forward's plan, reused by backward
 
     @property
     def dtype(self):
@@ -50,7 +57,7 @@ class GRUCache:
     @property
     def shape(self):
         """(T, B, I, H)."""
-        return self.x.shape + (self.w_hh.shape[1],)
+        return self.x.shape + (self.hs.shape[2],)
 
     @property
     def nbytes(self):
@@ -67,7 +74,9 @@ def _as_float_array(value, name):
     if value is None:
         raise TypeError(f"`{name}` must be a float32 or float64 array, got None")
     array = value if isinstance(value, np.ndarray) else np.asarray(value)
-    if array.dtype not in _FLOAT_DTYPES:
+    dtype = array.dtype
+    # identity first: NumPy's native float dtypes are singletons, and == costs a microsecond
+    if dtype is not _FLOAT32 and dtype is not _FLOAT64 and dtype not in _FLOAT_DTYPES:
         raise TypeError(f"`{name}` must be a float32 or float64 array, got dtype {array.dtype} "
                         f"(shape {array.shape}); cast it with .astype(np.float32)")
     return array
@@ -81,7 +90,7 @@ def _check_shape(array, name, expected, meaning):
 
 def _check_same_dtype(arrays, names, reference_name, dtype):
     for array, name in zip(arrays, names):
-        if array is not None and array.dtype != dtype:
+        if array is not None and array.dtype is not dtype and array.dtype != dtype:
             reference = (f"`{reference_name}`" if reference_name.isidentifier()
                          else reference_name)
             raise TypeError(f"`{name}` has dtype {array.dtype} but {reference} has "
@@ -104,6 +113,8 @@ def _check_lengths(lengths, T, B):
 
 
 def _check_blas_sizes(T, B, I, H):
+    if T * B <= _BLAS_INT_MAX and 3 * H <= _BLAS_INT_MAX and I <= _BLAS_INT_MAX:
+        return
     for name, size in (("T * B", T * B), ("3 * H", 3 * H), ("I", I)):
         if size > _BLAS_INT_MAX:
             raise ValueError(f"{name} = {size} is larger than the 32-bit BLAS limit "
@@ -117,12 +128,19 @@ def _inference_chunk(T, B):
     return max(1, min(T, -(-_CHUNK_ROWS // B)))
 
 
-# A call's products: the small GEMM (cgru/_gemm_template.h) on parts of the batch, one thread
-# each, or BLAS. Measured on the benchmark shapes (Zen 4, float32): at one thread the small
-# GEMM runs the per-step products at the core's peak, 1.3-1.6x OpenBLAS for B = 32-64; with
-# more threads, parts of the batch on threads of their own beat OpenBLAS threading each
-# product. Below _PARTS_MIN_FLOPS a call is too short to start threads for (tens of us), and
-# a part has at least _PART_MIN_ROWS rows (the register tile). On one thread the small GEMM
+# A call's products: the small GEMM (cgru/_native/_gemm_template.h) on parts of the batch, one
+# thread each, or BLAS. Measured on the benchmark shapes (Zen 4, float32): at one thread the
+# small GEMM runs the per-step products at the core's peak, 1.3-1.6x OpenBLAS for B = 32-64;
+# with more threads, parts of the batch on threads of their own beat OpenBLAS threading each
+# product. Whole steps at one thread, small GEMM against the best BLAS reachable through a
+# documented interface (SciPy's cython_blas, CGRU_SMALL_GEMM=0), on an AVX2-only EPYC (AVX2
+# form), benchmarks/small_gemm_vs_blas.py: inference 1.17x (medium) and 1.09x (large)
+# faster, training 0.88x and 0.69x (slower); on the Zen 4 machine (AVX-512) medium training
+# was 1.3x faster. The one-thread rules below are pinned by tests/test_plans.py; they need
+# re-measuring on both machines (see benchmarks/README.md).
+# Below _PARTS_MIN_FLOPS a call is too short to cut (set when each call started its own
+# threads; not re-measured with OpenMP's reused ones), and a part has at least
+# _PART_MIN_ROWS rows (the register tile). On one thread the small GEMM
 # needs a batch that fills its tile and weights worth packing: at (T, B, I, H) =
 # (50, 4, 32, 64) it was 1.33x slower than OpenBLAS, at the seed shape (10, 32, 20, 32)
 # 1.07-1.16x, at H = 64, B = 16 even, and 0.85-0.94x from H = 128 (B = 8 to 128).
@@ -133,13 +151,61 @@ _SMALL_GEMM_MIN_H = 64
 _PLAN_OVERRIDE = None
 
 
-def _plan(T, B, I, H):
-    """(small_gemm, parts) for a call on x (T, B, I) with H units."""
+# The small GEMM's level for every call: the CPU's best (2 AVX-512, 1 AVX2 with FMA), or 0
+# (BLAS does every product) when the environment has CGRU_SMALL_GEMM=0 at import.
+_small_gemm_level = (0 if os.environ.get("CGRU_SMALL_GEMM", "1").strip() == "0"
+                     else _loops.SMALL_GEMM_LEVEL)
+# Threads for cgru's own parallel loops: set_num_threads's count, None to follow BLAS's.
+_num_threads = None
+# Set in a child process made by fork (multiprocessing's default on Linux): GNU OpenMP's
+# threads do not survive a fork, and a child that enters a parallel region after its parent
+# ran one hangs (tests/test_threads.py). Such a child runs cgru's loops on its own thread;
+# BLAS (OpenBLAS resets itself at fork) and the results are unchanged.
+_forked_child = False
+
+
+def _after_fork_in_child():
+    global _forked_child
+    _forked_child = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def set_num_threads(n):
+    """Sets how many threads cgru's kernels use (``n >= 1``), or ``None`` to follow the count
+    of SciPy's BLAS again (``threadpoolctl.threadpool_limits`` or ``OPENBLAS_NUM_THREADS`` /
+    ``OMP_NUM_THREADS``, as by default). Products that run on BLAS use BLAS's own threads."""
+    global _num_threads
+    if n is not None and (isinstance(n, bool) or not isinstance(n, (int, np.integer))
+                          or n < 1):
+        raise ValueError(f"`n` must be a positive integer or None, got {n!r}")
+    _num_threads = None if n is None else int(n)
+
+
+def get_num_threads():
+    """The threads cgru's kernels use: ``set_num_threads``'s count, else BLAS's."""
+    return _num_threads if _num_threads is not None else blas_threads()
+
+
+def _set_small_gemm_level(level):
+    """Runs the small GEMM's form ``level`` (at most the CPU's; 0: BLAS only) from the next
+    call on; returns the level before. For tests and benchmarks."""
+    global _small_gemm_level
+    before = _small_gemm_level
+    _small_gemm_level = max(0, min(int(level), _loops.SMALL_GEMM_LEVEL))
+    return before
+
+
+def _plan(T, B, I, H, small_gemm=True):
+    """(small_gemm, parts) for a call on x (T, B, I) with H units; ``small_gemm=False`` (or
+    CGRU_SMALL_GEMM=0) keeps every product on BLAS."""
     if _PLAN_OVERRIDE is not None:
         return _PLAN_OVERRIDE
-    if not _gru.SMALL_GEMM_AVAILABLE:
-        return False, 1
-    threads = blas_threads()
+    if not small_gemm or _small_gemm_level == 0 or B < _PART_MIN_ROWS:
+        return False, 1     # (a batch below the register tile never takes the small GEMM)
+    threads = get_num_threads()
     parts = min(threads, B // _PART_MIN_ROWS)
     if parts >= 2 and 6.0 * T * B * H * (I + H) >= _PARTS_MIN_FLOPS:
         return True, parts
@@ -148,21 +214,54 @@ def _plan(T, B, I, H):
     return False, 1         # small calls or batches, or too few rows to cut: BLAS
 
 
+def _level(plan):
+    """The small GEMM's level a plan runs at (0: BLAS)."""
+    return _small_gemm_level if plan[0] else 0
+
+
+def _copies_transposed_weights(plan, T):
+    """Does a forward on BLAS with weights in PyTorch's layout pay for contiguous transposed
+    copies? The small GEMM's packing reads either layout: never. BLAS: h @ W^T on a (3H, K)
+    operand was 1.2-2.6x slower than on a contiguous (K, 3H) copy (PERF-NOTES.md), so the copy
+    (3H (I + H) numbers) pays from the second step on; a single step cannot win it back."""
+    return not plan[0] and T >= 2
+
+
+def _weights_are_plain(w_ih, w_hh, b_ih, b_hh, I, dtype):
+    """Are the four weights ndarrays of ``dtype`` (a native float dtype) in the PyTorch shapes
+    for I >= 1 input features? The common case, answered in a third of _check_weights's
+    time (it is a fifth of a one-step gru_forward)."""
+    arrays = (w_ih, w_hh, b_ih, b_hh)
+    for array in arrays:
+        if type(array) is not np.ndarray or array.dtype is not dtype:
+            return False
+    shape = w_hh.shape
+    if len(shape) != 2 or I == 0:
+        return False
+    G = shape[0]
+    return (G > 0 and G == 3 * shape[1] and w_ih.shape == (G, I) and b_ih.shape == (G,)
+            and b_hh.shape == (G,))
+
+
 def _check_weights(w_ih, w_hh, b_ih, b_hh, I, dtype, dtype_from):
     """The four weights as float arrays of the PyTorch shapes for I input features, checked
     to share ``dtype`` (the dtype of the argument named ``dtype_from``)."""
+    if (dtype is _FLOAT32 or dtype is _FLOAT64) and _weights_are_plain(w_ih, w_hh, b_ih, b_hh,
+                                                                        I, dtype):
+        return w_ih, w_hh, b_ih, b_hh
     w_hh = _as_float_array(w_hh, "w_hh")
-    if w_hh.ndim != 2 or w_hh.shape[0] != 3 * w_hh.shape[1] or w_hh.shape[1] == 0:
-        raise ValueError(f"`w_hh` must have shape (3H, H) with H >= 1, got {w_hh.shape}")
-    H = w_hh.shape[1]
+    shape = w_hh.shape
+    if len(shape) != 2 or shape[0] != 3 * shape[1] or shape[1] == 0:
+        raise ValueError(f"`w_hh` must have shape (3H, H) with H >= 1, got {shape}")
+    G = shape[0]
     w_ih = _as_float_array(w_ih, "w_ih")
-    _check_shape(w_ih, "w_ih", (3 * H, I), "(3H, I)")
+    _check_shape(w_ih, "w_ih", (G, I), "(3H, I)")
     if I == 0:
         raise ValueError("the input must have at least one feature, got I = 0")
     b_ih = _as_float_array(b_ih, "b_ih")
-    _check_shape(b_ih, "b_ih", (3 * H,), "(3H,)")
+    _check_shape(b_ih, "b_ih", (G,), "(3H,)")
     b_hh = _as_float_array(b_hh, "b_hh")
-    _check_shape(b_hh, "b_hh", (3 * H,), "(3H,)")
+    _check_shape(b_hh, "b_hh", (G,), "(3H,)")
     _check_same_dtype((w_ih, w_hh, b_ih, b_hh), ("w_ih", "w_hh", "b_ih", "b_hh"), dtype_from,
                       dtype)
     return w_ih, w_hh, b_ih, b_hh
@@ -191,39 +290,70 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, *, reset_after=True, lengths=None
         _check_same_dtype((h0,), ("h0",), "x", x.dtype)
     lengths = _check_lengths(lengths, T, B)
     _check_blas_sizes(T, B, I, H)
-    dtype = x.dtype
+    plan = _plan(T, B, I, H)
+    w_ih, w_hh, weights_t = _kernel_layout(w_ih, w_hh)
+    forward_w_ih, forward_w_hh, forward_t = w_ih, w_hh, weights_t
+    if not weights_t and _copies_transposed_weights(plan, T) and T * B > 0:
+        forward_w_ih, forward_w_hh, forward_t = (np.ascontiguousarray(w_ih.T),
+                                                 np.ascontiguousarray(w_hh.T), True)
+    return _run_forward(x, h0, (forward_w_ih, forward_w_hh, forward_t), (w_ih, w_hh, weights_t),
+                        np.ascontiguousarray(b_ih), np.ascontiguousarray(b_hh), lengths,
+                        bool(reset_after), training, plan)
 
+
+def _kernel_layout(w_ih, w_hh):
+    """(w_ih, w_hh, weights_t): the weights as the kernels read them, without a copy where one
+    layout is contiguous for both: PyTorch's (3H, K) as it is, or transposed (K, 3H) stored
+    C-contiguous (weights_t; a transposed view of the layers' arrays); else contiguous copies
+    in PyTorch's layout."""
+    if w_ih.flags.c_contiguous and w_hh.flags.c_contiguous:
+        return w_ih, w_hh, False
+    if w_ih.T.flags.c_contiguous and w_hh.T.flags.c_contiguous:
+        return w_ih.T, w_hh.T, True
+    return np.ascontiguousarray(w_ih), np.ascontiguousarray(w_hh), False
+
+
+def _run_forward(x, h0, forward_weights, backward_weights, b_ih, b_hh, lengths, reset_after,
+                 training, plan):
+    """gru_forward after validation: x (T, B, I) of the weights' dtype (any strides); h0 (B, H)
+    or None; forward_weights, backward_weights: (w_ih, w_hh, weights_t) as the kernels read
+    them in forward and in backward; b_ih, b_hh contiguous; lengths None or checked intp."""
+    T, B, I = x.shape
+    w_ih, w_hh, weights_t = forward_weights
+    H = w_hh.shape[0] if weights_t else w_hh.shape[1]
+    dtype = x.dtype
     # The kernels write every element of y and of the gradients (y is 0 past a row's length),
     # so they start uninitialised; only empty sequences or batches take zeros.
     empty = T == 0 or B == 0
     # Large arrays come from POOL (cgru/_pool.py): reused ones save the page faults of fresh
-    # memory, a third of a training step's time on the medium benchmark shape.
-    y = np.zeros((T, B, H), dtype) if empty else POOL.empty((T, B, H), dtype)
+    # memory, a third of a training step's time on the medium benchmark shape. A call whose
+    # largest array is under the pool's bound asks NumPy directly (the pool would hand it
+    # to np.empty after its own checks: 0.5-1 us an array, at the one-step shape).
+    new = np.empty if T * B * 3 * H * dtype.itemsize < POOL.min_bytes else POOL.empty
+    y = np.zeros((T, B, H), dtype) if empty else new((T, B, H), dtype)
     slots_h, slots_n = (T + 1, T) if training else (2, 1)
-    hs = POOL.empty((slots_h, B, H), dtype)
+    hs = new((slots_h, B, H), dtype)
     if h0 is None:
         hs[0] = 0
     else:
         hs[0] = h0
+    level, parts = _level(plan), (1 if _forked_child else plan[1])
     if not empty:
         x = np.ascontiguousarray(x)
-        w_ih = np.ascontiguousarray(w_ih)
-        w_hh = np.ascontiguousarray(w_hh)
-        gates = POOL.empty((T if training else _inference_chunk(T, B), B, 3 * H), dtype)
-        hidden_n = POOL.empty((slots_n, B, H), dtype)
+        gates = new((T if training else _inference_chunk(T, B), B, 3 * H), dtype)
+        hidden_n = new((slots_n, B, H), dtype)
         gates_h = np.empty((B, 3 * H), dtype)
-        small_gemm, parts = _plan(T, B, I, H)
-        _gru.forward(x, np.ascontiguousarray(w_ih.T), np.ascontiguousarray(w_hh.T),
-                     np.ascontiguousarray(b_ih), np.ascontiguousarray(b_hh),
-                     _NO_LENGTHS if lengths is None else lengths, bool(reset_after),
-                     gates, hidden_n, hs, gates_h, y, small_gemm, parts)
+        _loops.forward(x, w_ih, w_hh, weights_t, b_ih, b_hh,
+                       _NO_LENGTHS if lengths is None else lengths, reset_after,
+                       gates, hidden_n, hs, gates_h, y, level, parts)
     else:
         gates = np.empty((T, B, 3 * H), dtype)
         hidden_n = np.empty((slots_n, B, H), dtype)
     h_n = hs[T % slots_h].copy()
     cache = None
     if training:
-        cache = GRUCache(x, w_ih, w_hh, gates, hidden_n, hs, lengths, bool(reset_after))
+        cache = GRUCache(x, *backward_weights, gates, hidden_n, hs, lengths, reset_after,
+                         plan, level)
     return y, h_n, cache
 
 
@@ -255,31 +385,55 @@ def gru_backward(dy, dh_n, cache):
             raise TypeError(f"`{name}` has dtype {array.dtype} but the forward pass ran in "
                             f"{dtype}: one call uses one float dtype")
 
-    new = np.zeros if T == 0 or B == 0 else np.empty   # as in gru_forward
-    dx = np.zeros((T, B, I), dtype) if T == 0 or B == 0 else POOL.empty((T, B, I), dtype)
-    dw_ih = new((3 * H, I), dtype)
-    dw_hh = new((3 * H, H), dtype)
+    dx, dh0, dw_ih, dw_hh, db_ih, db_hh = _run_backward(dy, dh_n, cache, True)
+    if cache.weights_t:         # weights passed as transposed views: views back, no copy
+        dw_ih, dw_hh = dw_ih.T, dw_hh.T
+    return GRUGrads(dx, dh0, dw_ih, dw_hh, db_ih, db_hh)
+
+
+def _run_backward(dy, dh_n, cache, need_dx):
+    """gru_backward after validation: (dx or None unless need_dx, dh0, dw_ih, dw_hh, db_ih,
+    db_hh), the weight gradients in the layout of the cache's weights."""
+    T, B, I, H = cache.shape
+    dtype = cache.dtype
+    empty = T == 0 or B == 0
+    new = np.zeros if empty else np.empty       # as in gru_forward
+    weight_shape = (lambda K: (K, 3 * H)) if cache.weights_t else (lambda K: (3 * H, K))
+    dw_ih = new(weight_shape(I), dtype)
+    dw_hh = new(weight_shape(H), dtype)
     db_ih = new(3 * H, dtype)
     db_hh = new(3 * H, dtype)
+    if not need_dx:
+        dx = None
+    elif empty:
+        dx = np.zeros((T, B, I), dtype)
+    else:
+        dx = POOL.empty((T, B, I), dtype)
     dh = np.empty((2, B, H), dtype)
     if dh_n is None:
         dh[0] = 0
     else:
         dh[0] = dh_n
-    if T == 0 or B == 0:
-        return GRUGrads(dx, dh[0].copy(), dw_ih, dw_hh, db_ih, db_hh)
+    if empty:
+        return dx, dh[0].copy(), dw_ih, dw_hh, db_ih, db_hh
 
-    dy = np.empty((0, B, H), dtype) if dy is None else np.ascontiguousarray(dy)
+    dy = _no_rows(B, H, dtype) if dy is None else np.ascontiguousarray(dy)
     d_gates = POOL.empty((T, B, 3 * H), dtype)
     d_aux = POOL.empty((T if cache.reset_after else 1, B, H), dtype)
-    small_gemm, parts = _plan(T, B, I, H)
-    _gru.backward(dy, cache.x, cache.w_ih, cache.w_hh, cache.gates, cache.hidden_n, cache.hs,
-                  _NO_LENGTHS if cache.lengths is None else cache.lengths, cache.reset_after,
-                  dh, d_gates, d_aux, dx, dw_ih, dw_hh, db_ih, db_hh, small_gemm, parts)
-    return GRUGrads(dx, dh[T % 2].copy(), dw_ih, dw_hh, db_ih, db_hh)
+    _loops.backward(dy, cache.x, cache.w_ih, cache.w_hh, cache.weights_t, cache.gates,
+                    cache.hidden_n, cache.hs,
+                    _NO_LENGTHS if cache.lengths is None else cache.lengths, cache.reset_after,
+                    dh, d_gates, d_aux, dx if need_dx else _no_rows(B, I, dtype), dw_ih,
+                    dw_hh, db_ih, db_hh, cache.level, 1 if _forked_child else cache.plan[1])
+    return dx, dh[T % 2].copy(), dw_ih, dw_hh, db_ih, db_hh
 
 
-class GRUCell(_gru.StepKernel):
+def _no_rows(B, K, dtype):
+    """A (0, B, K) array: what the kernels take for "no gradient" (no dy, or no dx wanted)."""
+    return np.empty((0, B, K), dtype)
+
+
+class GRUCell(_step.StepKernel):
     """One GRU step at a time, with the weights prepared once: online inference.
 
     ``cell = GRUCell(w_ih, w_hh, b_ih, b_hh, reset_after=True)`` takes the weights of
@@ -289,8 +443,10 @@ class GRUCell(_gru.StepKernel):
     dtype. Inference only (no cache); calls may run from several threads at once.
     ``cell(x_t, h)`` equals ``gru_forward(x_t[None], h, ...)[1]``.
 
-    The call itself is native (``_gru.StepKernel``): C-contiguous arrays of the right dtype and
-    shape go straight to the kernel, anything else through ``_prepare`` below.
+    The call itself is native (``_native._step.StepKernel``): C-contiguous arrays of the right
+    dtype and shape go straight to the kernel, anything else through ``_prepare`` below. The
+    weights are held in PyTorch's layout, read as BLAS's transposed operand, as a one-step
+    ``gru_forward`` reads them without a copy: so that both give the same bits.
     """
 
     def __init__(self, w_ih, w_hh, b_ih, b_hh, *, reset_after=True):
@@ -300,13 +456,13 @@ class GRUCell(_gru.StepKernel):
         w_ih, w_hh, b_ih, b_hh = _check_weights(w_ih, w_hh, b_ih, b_hh, w_ih.shape[1],
                                                 w_ih.dtype, "w_ih")
         _check_blas_sizes(1, 1, w_ih.shape[1], w_hh.shape[1])
-        super().__init__(np.ascontiguousarray(w_ih.T), np.ascontiguousarray(w_hh.T),
+        super().__init__(np.array(w_ih, order="C"), np.array(w_hh, order="C"),
                          np.array(b_ih, order="C"), np.array(b_hh, order="C"),
                          bool(reset_after))
 
     @property
     def dtype(self):
-        return self.w_ih_t.dtype
+        return self.w_ih.dtype
 
     def __repr__(self):
         return (f"GRUCell(input_size={self.input_size}, hidden_size={self.hidden_size}, "
@@ -340,11 +496,17 @@ class GRUCell(_gru.StepKernel):
 # db_ih, db_hh), the weight gradients in the layout of the weights.
 # ---------------------------------------------------------------------------------------------
 def _layer_forward(x, h0, kernel, recurrent_kernel, b_ih, b_hh, reset_after, training):
-    return gru_forward(x, h0, kernel.T, recurrent_kernel.T, b_ih, b_hh,
-                       reset_after=reset_after, training=training)
+    """gru_forward for a layer: weights taken as they are (no checks, copies or transposes);
+    x (T, B, I) made contiguous once. The plan is made here once and kept in the cache."""
+    T, B, I = x.shape
+    H = recurrent_kernel.shape[0]
+    weights = (kernel, recurrent_kernel, True)
+    return _run_forward(x, h0, weights, weights, b_ih, b_hh, None, bool(reset_after), training,
+                        _plan(T, B, I, H))
 
 
 def _layer_backward(dy, dh_n, cache, need_dx=True):
-    g = gru_backward(dy, dh_n, cache)
-    return (g.dx if need_dx else None, g.dh0, np.ascontiguousarray(g.dw_ih.T),
-            np.ascontiguousarray(g.dw_hh.T), g.db_ih, g.db_hh)
+    """gru_backward for a layer: (dx or None when not need_dx, dh0, d_kernel,
+    d_recurrent_kernel, db_ih, db_hh), the weight gradients in the layers' layout. With
+    need_dx=False (a model's first layer) no dx is computed at all."""
+    return _run_backward(dy, dh_n, cache, bool(need_dx))

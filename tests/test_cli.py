@@ -78,7 +78,7 @@ def test_info():
     assert fields["cgru"] == cgru.__version__
     assert re.search(r"\d+ threads|threads: ", fields["BLAS"]), fields["BLAS"]
     try:
-        from cgru import _gru
+        from cgru._native import _loops as _gru
     except ImportError:
         assert fields["debug checks"] == "n/a"
     else:

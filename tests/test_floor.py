@@ -1,8 +1,19 @@
 """The GEMM floor does the products it claims to do (so the benchmark's floor is real work)."""
+import os
+import sys
+
 import numpy as np
 import pytest
 
-floor = pytest.importorskip("cgru._floor")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "benchmarks"))
+import build_floor  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def floor(tmp_path_factory):
+    """The floor, compiled for this test run into a temporary folder (never skipped)."""
+    return build_floor.load(str(tmp_path_factory.mktemp("floor")))
 
 
 def close(a, b):
@@ -13,7 +24,7 @@ def close(a, b):
 @pytest.mark.parametrize("m,n,k", [(1, 7, 5), (3, 7, 5), (16, 192, 64), (1, 384, 128)])
 @pytest.mark.parametrize("ta", [False, True])
 @pytest.mark.parametrize("tb", [False, True])
-def test_matmul_shim(m, n, k, ta, tb):
+def test_matmul_shim(floor, m, n, k, ta, tb):
     rng = np.random.default_rng(0)
     a = rng.standard_normal((k, m) if ta else (m, k)).astype(np.float32)
     b = rng.standard_normal((n, k) if tb else (k, n)).astype(np.float32)
@@ -22,7 +33,7 @@ def test_matmul_shim(m, n, k, ta, tb):
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 3, 4), (5, 3, 7, 6), (4, 16, 20, 32)])
-def test_forward_and_train_products(shape):
+def test_forward_and_train_products(floor, shape):
     T, B, I, H = shape
     f = floor.GRUFloor(T, B, I, H, seed=1)
     a = {k: v.astype(np.float64) for k, v in f.arrays.items()}
@@ -51,7 +62,7 @@ def test_forward_and_train_products(shape):
 
 
 @pytest.mark.parametrize("B", [1, 2])
-def test_stream_products(B):
+def test_stream_products(floor, B):
     T, I, H = 6, 5, 8
     f = floor.GRUFloor(T, B, I, H, seed=2)
     a = {k: v.astype(np.float64) for k, v in f.arrays.items()}
@@ -61,6 +72,6 @@ def test_stream_products(B):
     close(a_now["gh"], a["hs"][:T * B] @ a["w_hh"].T)
 
 
-def test_rejects_empty_sizes():
+def test_rejects_empty_sizes(floor):
     with pytest.raises(ValueError):
         floor.GRUFloor(0, 1, 1, 1)

@@ -4,7 +4,8 @@ from scipy.special import expit
 import pytest
 
 import cgru
-from cgru import _gru, _reference
+from cgru import _reference
+from cgru._native import _twins as _gru
 from conftest import assert_concurrent_calls_match_sequential, make_gru_inputs
 
 SHAPES = [  # (T, B, I, H): each size 1 somewhere, and one larger shape

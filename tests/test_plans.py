@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import cgru
-from cgru import _gru, _reference, functional
+from cgru import _reference, functional
+from cgru._native import _twins as _gru
 from conftest import assert_concurrent_calls_match_sequential, make_gru_inputs
 
 PLANS = [(False, 1), (True, 1), (True, 2), (True, 3), (True, 16)]
@@ -21,9 +22,9 @@ LEVELS = [level for level in (2, 1) if level <= _gru.SMALL_GEMM_LEVEL] or [0]
 
 @pytest.fixture(params=LEVELS, ids=lambda level: {2: "avx512", 1: "avx2", 0: "blas"}[level])
 def gemm_level(request):
-    before = _gru._set_small_gemm_level(request.param)
+    before = functional._set_small_gemm_level(request.param)
     yield request.param
-    _gru._set_small_gemm_level(before)
+    functional._set_small_gemm_level(before)
 
 
 @pytest.fixture(params=PLANS, ids=lambda plan: f"small{int(plan[0])}-parts{plan[1]}")
@@ -94,7 +95,7 @@ def test_small_gemm_matches_numpy(gemm_level, dtype, rng):
         for beta in (0.0, 1.0, 0.5):
             c = rng.standard_normal((m, n)).astype(dtype)
             want = a.astype(np.float64) @ b + beta * c
-            _gru.small_gemm_for_tests(a, b, c, beta)
+            _gru.small_gemm_for_tests(a, b, c, beta, level=gemm_level)
             np.testing.assert_allclose(c, want, err_msg=f"{m}x{k} @ {k}x{n}, beta {beta}",
                                        **TOL[dtype])
 
@@ -108,7 +109,7 @@ def test_transposed_small_gemm_matches_numpy(gemm_level, dtype, rng):
         b = rng.standard_normal((k, n)).astype(dtype)
         c = rng.standard_normal((m, n)).astype(dtype)
         want = a.T.astype(np.float64) @ b + 0.5 * c
-        _gru.small_gemm_for_tests(a, b, c, 0.5, trans_a=True)
+        _gru.small_gemm_for_tests(a, b, c, 0.5, trans_a=True, level=gemm_level)
         np.testing.assert_allclose(c, want, err_msg=f"{m}, {n}, {k}", **TOL[dtype])
 
 
@@ -136,12 +137,12 @@ def test_calls_from_several_threads_each_with_parts(gemm_level, monkeypatch):
 
 
 def test_levels_are_bounded_by_the_cpu():
-    before = _gru._set_small_gemm_level(5)
+    before = functional._set_small_gemm_level(5)
     try:
-        assert _gru._set_small_gemm_level(0) == _gru.SMALL_GEMM_LEVEL
-        assert _gru._set_small_gemm_level(-3) == 0
+        assert functional._set_small_gemm_level(0) == _gru.SMALL_GEMM_LEVEL
+        assert functional._set_small_gemm_level(-3) == 0
     finally:
-        _gru._set_small_gemm_level(before)
+        functional._set_small_gemm_level(before)
 
 
 def test_thread_count_follows_threadpoolctl_and_the_environment(monkeypatch):

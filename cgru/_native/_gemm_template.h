@@ -1,6 +1,6 @@
 /* The small GEMM of the per-step products, for one float type and one vector width.
  *
- * A template: cgru/_gemm.h includes it four times, for real = float and double and for
+ * A template: _gemm.h includes it four times, for real = float and double and for
  * VBYTES = 64 (AVX-512: MR = 8 rows) and 32 (AVX2: MR = 6), with CGRU_NAME adding the
  * suffix (_f32_512, _f64_256, ...), so that every dtype and machine runs one code path.
  *
@@ -22,23 +22,19 @@ typedef real CGRU_NAME(vec) __attribute__((vector_size(VBYTES)));
 #define VL ((Py_ssize_t) (VBYTES / sizeof(real)))
 #define NR (2 * VL)
 
-/* Numbers in the packed copy of a (K, N) operand. */
-static inline Py_ssize_t CGRU_NAME(packed_size)(Py_ssize_t K, Py_ssize_t N)
-{
-    return (N + NR - 1) / NR * NR * K;
-}
-
-/* Bp := B (K, N; leading dimension ldb) in panels of NR columns, zero-padded. */
+/* Bp := B (K, N) in panels of NR columns, zero-padded; element (k, j) of B is
+ * B[k * b_row + j * b_col], so that B is read in either layout: (K, N) row-major (b_col = 1)
+ * or the transpose of an (N, K) row-major array (b_row = 1). */
 static void CGRU_NAME(pack_b)(Py_ssize_t K, Py_ssize_t N, const real *restrict B,
-                              Py_ssize_t ldb, real *restrict Bp)
+                              Py_ssize_t b_row, Py_ssize_t b_col, real *restrict Bp)
 {
     for (Py_ssize_t j0 = 0; j0 < N; j0 += NR) {
         Py_ssize_t cols = N - j0 < NR ? N - j0 : NR;
         for (Py_ssize_t k = 0; k < K; k++) {
             real *restrict dst = Bp + j0 * K + k * NR;
-            const real *restrict src = B + k * ldb + j0;
+            const real *restrict src = B + k * b_row + j0 * b_col;
             for (Py_ssize_t j = 0; j < cols; j++)
-                dst[j] = src[j];
+                dst[j] = src[j * b_col];
             for (Py_ssize_t j = cols; j < NR; j++)
                 dst[j] = 0;
         }

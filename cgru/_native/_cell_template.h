@@ -1,8 +1,8 @@
 /* The GRU cell's elementwise work for one time step: forward and backward side by side.
  *
- * A template: cgru/_cell.h includes this file once with real = float (suffix _f32) and once
+ * A template: _cell.h includes this file once with real = float (suffix _f32) and once
  * with real = double (_f64), so both dtypes run the same code. It holds no loop over time and
- * no product: cgru/_gru.pyx runs the time loops and the GEMMs and calls these in between.
+ * no product: _loops.pyx runs the time loops and the GEMMs and calls these in between.
  * Each function is compiled for AVX-512, AVX2 and baseline x86-64 and picked at load time
  * (CGRU_TARGETS), and its pointers are restrict: measured 1.3-1.7x faster inference than the
  * same loops in Cython, which gcc could only vectorize for SSE2 behind runtime overlap checks.

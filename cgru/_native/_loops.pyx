@@ -1,0 +1,330 @@
+"""GRU forward and backward through time: typed loops over the per-step products and cells.
+
+Layering (scikit-learn style): the cell (_cell.pxd over _cell_template.h) does one step's
+elementwise work on raw pointers; the products go through one interface (_gemm.pxd: the small
+GEMM at the plan's level, or BLAS), reading the weights in either layout (_weights.pxd, which
+also holds the weight gradients); the batch is cut over OpenMP threads (_parts.pxd); these
+loops run the steps. `cgru.functional` validates, allocates every array and chooses the plan
+(level, parts, weight layout); nothing here checks shapes or allocates arrays.
+
+Notation: T steps, B batch rows, I input features, H hidden units, G = 3H gate columns in
+PyTorch's order (r, z, n), M = T * B rows of the whole sequence. Activations are C-contiguous
+and time-major. `*_pre` means a gradient with respect to a gate's pre-activation.
+Weights: W_ih (G, I) and W_hh (G, H) in PyTorch's layout, or both stored transposed,
+(I, G) and (H, G), the layers' layout (`weights_t`); every product reads either (a transpose
+flag for BLAS, strides for the small GEMM's packing), and the weight gradients come out in
+the layout the weights came in.
+
+The cell (reset_after=True; PyTorch, cuDNN, Keras default):
+    r  = sigmoid(W_ir x + b_ir + W_hr h + b_hr)
+    z  = sigmoid(W_iz x + b_iz + W_hz h + b_hz)
+    n  = tanh(W_in x + b_in + r * (W_hn h + b_hn))        hidden_n := W_hn h + b_hn
+    h' = (1 - z) * n + z * h
+reset_after=False (Cho et al. 2014):
+    n  = tanh(W_in x + b_in + W_hn (r * h) + b_hn)         hidden_n := r * h
+Lengths: rows with t >= lengths[b] keep h (h' = h) and write y = 0; backward passes their
+gradient straight through and gives their gates zero gradient.
+
+Saved by forward for backward: gates (T, B, G) holding r, z, n (written over the input
+projection, dead once its step is done), hidden_n (T, B, H), hs (T + 1, B, H), hs[0] = h0.
+In inference the same loop runs with hs, hidden_n and gates as rings of 2, 1 and a few steps
+(slot = t % slots), and the input is projected a chunk of steps at a time.
+"""
+from libc.stdlib cimport free, malloc
+from cython cimport floating
+from cython.parallel cimport prange
+cimport numpy as cnp
+
+from cgru._native._cell cimport (
+    cell_backward_r, cell_backward_reset_after, cell_backward_zn, recurrent_step)
+from cgru._native._gemm cimport cgru_cpu_gemm_level, product
+from cgru._native._parts cimport part_start
+from cgru._native._weights cimport (
+    Sizes, ld_of, packed_rows, packed_rows_t, times_rows, weight_gradients)
+
+cdef extern from *:
+    """
+    #ifndef CGRU_DEBUG_CHECKS
+    #define CGRU_DEBUG_CHECKS 0
+    #endif
+    """
+    int CGRU_DEBUG_CHECKS
+
+cnp.import_array()
+
+# True when built with CGRU_DEBUG=1 (bounds and initialisation checks in the loops).
+DEBUG_CHECKS = bool(CGRU_DEBUG_CHECKS)
+# The small GEMM's best form on this CPU: 2 AVX-512, 1 AVX2 with FMA, 0 none (BLAS only).
+SMALL_GEMM_LEVEL = cgru_cpu_gemm_level()
+
+
+cdef void free_packed(floating** packed, int count) noexcept nogil:
+    """Frees packed[:count] and sets them NULL."""
+    cdef int i
+    for i in range(count):
+        free(packed[i])
+        packed[i] = NULL
+
+
+cdef void add_valid_rows(Py_ssize_t B, Py_ssize_t H, floating* a, const floating* b,
+                         const Py_ssize_t* lengths, Py_ssize_t t) noexcept nogil:
+    """a (B, H) += b (B, H) in the rows whose step t is valid."""
+    cdef Py_ssize_t i, j
+    for i in range(B):
+        if lengths == NULL or t < lengths[i]:
+            for j in range(H):
+                a[i * H + j] += b[i * H + j]
+
+
+# ---------------------------------------------------------------------------------------------
+# Forward: the loop over T steps for batch rows b0:b1.
+# ---------------------------------------------------------------------------------------------
+cdef void forward_rows(const Sizes* s, Py_ssize_t b0, Py_ssize_t b1, const floating* x,
+                       const floating* w_ih, const floating* w_hh, floating** packed,
+                       const floating* b_ih, const floating* b_hh, const Py_ssize_t* lengths,
+                       floating* gates, floating* gates_h, floating* hidden_n, floating* hs,
+                       floating* y) noexcept nogil:
+    """packed: W_ih^T, W_hh^T's first and second column block (recurrent_step), or NULLs."""
+    cdef Py_ssize_t T = s.T, B = s.B, I = s.n_in, H = s.H, G = 3 * H, rows = b1 - b0
+    cdef Py_ssize_t t, k, steps, ld_ih = ld_of(s, I)
+    if lengths != NULL:
+        lengths = lengths + b0
+    for t in range(T):
+        if t % s.slots_g == 0:
+            steps = min(s.slots_g, T - t)
+            if rows == B:
+                # gates[:steps] = x[t:t + steps] @ W_ih^T: the input projection of the next
+                # `steps` steps (all T in training) in one product, (steps B, I) @ (I, G)
+                product(s.level, steps * B, G, I, x + t * B * I, I, w_ih, ld_ih,
+                        not s.weights_t, packed[0], 0, gates, G)
+            else:
+                # a part's rows are not contiguous across steps: one product a step
+                for k in range(steps):
+                    product(s.level, rows, G, I, x + ((t + k) * B + b0) * I, I, w_ih, ld_ih,
+                            not s.weights_t, packed[0], 0, gates + (k * B + b0) * G, G)
+        recurrent_step(s.level, rows, H, s.reset_after, gates + ((t % s.slots_g) * B + b0) * G,
+                       gates_h + b0 * G, w_hh, s.weights_t, packed[1], packed[2], b_ih, b_hh,
+                       hs + ((t % s.slots_h) * B + b0) * H,
+                       hidden_n + ((t % s.slots_n) * B + b0) * H,
+                       hs + (((t + 1) % s.slots_h) * B + b0) * H, y + (t * B + b0) * H,
+                       lengths, t)
+
+
+def forward(cnp.ndarray x, cnp.ndarray w_ih, cnp.ndarray w_hh, bint weights_t,
+            cnp.ndarray b_ih, cnp.ndarray b_hh, cnp.ndarray lengths, bint reset_after,
+            cnp.ndarray gates, cnp.ndarray hidden_n, cnp.ndarray hs, cnp.ndarray gates_h,
+            cnp.ndarray y, int level=0, int parts=1):
+    """Runs the GRU over all T steps of x (T, B, I), T >= 1 and B >= 1.
+
+    Every array C-contiguous, the float ones of one dtype (the caller checked; plain arrays,
+    not memoryviews: acquiring 13 typed memoryviews and dispatching on their dtype cost 20 us
+    a call, more than a whole one-step GRU at (B, I, H) = (1, 32, 128)).
+    w_ih, w_hh: (G, I), (G, H), or (I, G), (H, G) when weights_t. lengths: intp (B,) or empty.
+    Outputs: gates (S_g, B, G) r, z, n; hidden_n (S_n, B, H); hs (S_h, B, H) with hs[0] = h0
+    filled in by the caller; y (T, B, H). Each is a ring of slots, step t in slot t % S:
+    S_g = S_n = T, S_h = T + 1 keep every step (training); in inference S_h = 2, S_n = 1 and
+    the input projection runs S_g steps at a time. gates_h (B, G) is scratch. The final state
+    is hs[T % S_h]. level: the small GEMM's form (0: BLAS); parts > 1 (with level > 0): the
+    batch cut into that many parts, one OpenMP thread each.
+    """
+    cdef Sizes s
+    s.T, s.B, s.n_in, s.H = x.shape[0], x.shape[1], x.shape[2], hs.shape[2]
+    s.slots_g, s.slots_h, s.slots_n = gates.shape[0], hs.shape[0], hidden_n.shape[0]
+    s.reset_after, s.weights_t, s.level = reset_after, weights_t, level
+    cdef const Py_ssize_t* lengths_p = <const Py_ssize_t*> (
+        cnp.PyArray_DATA(lengths) if lengths.shape[0] > 0 else NULL)
+    if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT64:
+        forward_typed(&s, <const double*> cnp.PyArray_DATA(x), w_ih, w_hh, b_ih, b_hh,
+                      lengths_p, gates, hidden_n, hs, gates_h, y, parts)
+    else:
+        forward_typed(&s, <const float*> cnp.PyArray_DATA(x), w_ih, w_hh, b_ih, b_hh,
+                      lengths_p, gates, hidden_n, hs, gates_h, y, parts)
+
+
+cdef void forward_typed(Sizes* s, const floating* x, cnp.ndarray w_ih, cnp.ndarray w_hh,
+                        cnp.ndarray b_ih, cnp.ndarray b_hh, const Py_ssize_t* lengths,
+                        cnp.ndarray gates, cnp.ndarray hidden_n, cnp.ndarray hs,
+                        cnp.ndarray gates_h, cnp.ndarray y, int parts):
+    """`forward` for x's dtype: packs the weights (small GEMM), runs the parts."""
+    cdef Py_ssize_t H = s.H, G = 3 * H
+    cdef const floating* w_ih_p = <const floating*> cnp.PyArray_DATA(w_ih)
+    cdef const floating* w_hh_p = <const floating*> cnp.PyArray_DATA(w_hh)
+    cdef const floating* b_ih_p = <const floating*> cnp.PyArray_DATA(b_ih)
+    cdef const floating* b_hh_p = <const floating*> cnp.PyArray_DATA(b_hh)
+    cdef floating* gates_p = <floating*> cnp.PyArray_DATA(gates)
+    cdef floating* gates_h_p = <floating*> cnp.PyArray_DATA(gates_h)
+    cdef floating* hidden_n_p = <floating*> cnp.PyArray_DATA(hidden_n)
+    cdef floating* hs_p = <floating*> cnp.PyArray_DATA(hs)
+    cdef floating* y_p = <floating*> cnp.PyArray_DATA(y)
+    cdef floating* packed[3]
+    cdef int part
+    with nogil:
+        packed[0] = packed_rows_t(s, 0, G, s.n_in, w_ih_p)
+        packed[1] = packed_rows_t(s, 0, G if s.reset_after else 2 * H, H, w_hh_p)
+        packed[2] = packed_rows_t(s, 2 * H, H, H, w_hh_p) if not s.reset_after else NULL
+        if packed[0] == NULL or packed[1] == NULL or (not s.reset_after and packed[2] == NULL):
+            free_packed(packed, 3)
+            s.level, parts = 0, 1       # BLAS, which threads itself (or out of memory)
+        parts = max(1, min(parts, <int> s.B))
+        if parts == 1:
+            forward_rows(s, 0, s.B, x, w_ih_p, w_hh_p, packed, b_ih_p, b_hh_p, lengths,
+                         gates_p, gates_h_p, hidden_n_p, hs_p, y_p)
+        else:
+            for part in prange(parts, num_threads=parts, schedule="static", chunksize=1):
+                forward_rows(s, part_start(s.B, parts, part), part_start(s.B, parts, part + 1),
+                             x, w_ih_p, w_hh_p, packed, b_ih_p, b_hh_p, lengths, gates_p,
+                             gates_h_p, hidden_n_p, hs_p, y_p)
+        free_packed(packed, 3)
+
+
+# ---------------------------------------------------------------------------------------------
+# Backward: the loop over T steps in reverse for batch rows b0:b1, each step differentiating
+# recurrent_step (the cell's lines are quoted in _cell_template.h's backward functions).
+# ---------------------------------------------------------------------------------------------
+cdef void backward_rows(const Sizes* s, Py_ssize_t b0, Py_ssize_t b1, const floating* dy,
+                        const floating* w_ih, const floating* w_hh, floating** packed,
+                        const floating* gates, const floating* hidden_n, const floating* hs,
+                        const Py_ssize_t* lengths, floating* dh, floating* d_gates,
+                        floating* d_aux, floating* dx) noexcept nogil:
+    """packed: W_hh's rows [:G] or [:2H], its rows [2H:], W_ih's rows [:2H] or all, its rows
+    [2H:], or NULLs. dx (T, B, I) is written here, a step at a time, when not NULL."""
+    cdef Py_ssize_t T = s.T, B = s.B, I = s.n_in, H = s.H, G = 3 * H, rows = b1 - b0, t
+    cdef floating* dh_next = dh + b0 * H
+    cdef floating* dh_prev = dh + (B + b0) * H
+    cdef floating* swap
+    cdef floating* dg_t
+    cdef floating* d_aux_t
+    cdef floating* dx_t
+    cdef const floating* gates_t
+    cdef const floating* h_prev
+    if lengths != NULL:
+        lengths = lengths + b0
+    for t in range(T - 1, -1, -1):
+        if dy != NULL:
+            # dh_next += dy[t] where step t is valid (y is 0, a constant, past the length)
+            add_valid_rows(rows, H, dh_next, dy + (t * B + b0) * H, lengths, t)
+        dg_t = d_gates + (t * B + b0) * G
+        gates_t = gates + (t * B + b0) * G
+        h_prev = hs + (t * B + b0) * H
+        d_aux_t = d_aux + (t * B + b0) * H if s.reset_after else d_aux + b0 * H
+        if s.reset_after:
+            cell_backward_reset_after(rows, H, dg_t, d_aux_t, dh_prev, dh_next, gates_t,
+                                      hidden_n + (t * B + b0) * H, h_prev, lengths, t)
+            # forward: gates_h = h_prev @ W_hh^T, so dh_prev += d_gates[t] @ W_hh, (B, G) @ (G, H)
+            times_rows(s, rows, 0, G, H, dg_t, G, w_hh, packed[0], 1, dh_prev, H)
+        else:
+            cell_backward_zn(rows, H, dg_t, dh_prev, dh_next, gates_t, h_prev, lengths, t)
+            # forward: gates_h[:, 2H:] = (r * h_prev) @ W_hh[2H:]^T, so
+            # d_rh = dn_pre @ W_hh[2H:], (B, H) @ (H, H)
+            times_rows(s, rows, 2 * H, H, H, dg_t + 2 * H, G, w_hh, packed[1], 0, d_aux_t, H)
+            cell_backward_r(rows, H, dg_t, dh_prev, d_aux_t, gates_t, h_prev, lengths, t)
+            # forward: gates_h[:, :2H] = h_prev @ W_hh[:2H]^T, so
+            # dh_prev += d_gates[t][:, :2H] @ W_hh[:2H], (B, 2H) @ (2H, H)
+            times_rows(s, rows, 0, 2 * H, H, dg_t, G, w_hh, packed[0], 1, dh_prev, H)
+        if dx != NULL:
+            dx_t = dx + (t * B + b0) * I
+            if s.reset_after:
+                # forward: gates = x @ W_ih^T, with the n block's gradient in d_aux, so
+                # dx[t] = d_gates[t][:, :2H] @ W_ih[:2H] + d_aux[t] @ W_ih[2H:]
+                times_rows(s, rows, 0, 2 * H, I, dg_t, G, w_ih, packed[2], 0, dx_t, I)
+                times_rows(s, rows, 2 * H, H, I, d_aux_t, H, w_ih, packed[3], 1, dx_t, I)
+            else:
+                # dx[t] = d_gates[t] @ W_ih, (B, G) @ (G, I)
+                times_rows(s, rows, 0, G, I, dg_t, G, w_ih, packed[2], 0, dx_t, I)
+        swap = dh_next
+        dh_next = dh_prev
+        dh_prev = swap
+
+
+def backward(cnp.ndarray dy, cnp.ndarray x, cnp.ndarray w_ih, cnp.ndarray w_hh,
+             bint weights_t, cnp.ndarray gates, cnp.ndarray hidden_n, cnp.ndarray hs,
+             cnp.ndarray lengths, bint reset_after, cnp.ndarray dh, cnp.ndarray d_gates,
+             cnp.ndarray d_aux, cnp.ndarray dx, cnp.ndarray dw_ih, cnp.ndarray dw_hh,
+             cnp.ndarray db_ih, cnp.ndarray db_hh, int level=0, int parts=1):
+    """Backward through time of `forward` run with training slots (S_h = T + 1, S_n = T).
+
+    Arrays as in `forward`. dy (T, B, H), or (0, B, H) for "no gradient from y".
+    dh (2, B, H): dh[0] = dL/dh_n filled in by the caller, dh[1] scratch; on return
+    dh[T % 2] = dL/dh0. Scratch kept until the whole-sequence products after the loop:
+    d_gates (T, B, G), the gate gradients wrt W_h h + b_h; d_aux: reset_after=True,
+    (T, B, H), dn_pre (the n block of the gradient wrt W_i x + b_i); reset_after=False,
+    (1, B, H), d_rh of the current step. Outputs dx (or (0, B, I): no dx computed), dw_ih,
+    dw_hh (in the weights' layout), db_ih, db_hh are overwritten. level, parts: as `forward`.
+    """
+    cdef Sizes s
+    s.T, s.B, s.n_in, s.H = x.shape[0], x.shape[1], x.shape[2], hs.shape[2]
+    s.slots_g, s.slots_h, s.slots_n = s.T, s.T + 1, s.T
+    s.reset_after, s.weights_t, s.level = reset_after, weights_t, level
+    cdef const Py_ssize_t* lengths_p = <const Py_ssize_t*> (
+        cnp.PyArray_DATA(lengths) if lengths.shape[0] > 0 else NULL)
+    if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT64:
+        backward_typed(&s, <const double*> cnp.PyArray_DATA(x), dy, w_ih, w_hh, gates,
+                       hidden_n, hs, lengths_p, dh, d_gates, d_aux, dx, dw_ih, dw_hh, db_ih,
+                       db_hh, parts)
+    else:
+        backward_typed(&s, <const float*> cnp.PyArray_DATA(x), dy, w_ih, w_hh, gates,
+                       hidden_n, hs, lengths_p, dh, d_gates, d_aux, dx, dw_ih, dw_hh, db_ih,
+                       db_hh, parts)
+
+
+cdef void backward_typed(Sizes* s, const floating* x, cnp.ndarray dy, cnp.ndarray w_ih,
+                         cnp.ndarray w_hh, cnp.ndarray gates, cnp.ndarray hidden_n,
+                         cnp.ndarray hs, const Py_ssize_t* lengths, cnp.ndarray dh,
+                         cnp.ndarray d_gates, cnp.ndarray d_aux, cnp.ndarray dx,
+                         cnp.ndarray dw_ih, cnp.ndarray dw_hh, cnp.ndarray db_ih,
+                         cnp.ndarray db_hh, int parts):
+    """`backward` for x's dtype: packs the weights (small GEMM), runs the parts, then the
+    whole-sequence products."""
+    cdef Py_ssize_t I = s.n_in, H = s.H, G = 3 * H, M = s.T * s.B
+    cdef bint reset_after = s.reset_after, need_dx = dx.shape[0] > 0
+    cdef const floating* dy_p = <const floating*> (
+        cnp.PyArray_DATA(dy) if dy.shape[0] > 0 else NULL)
+    cdef const floating* w_ih_p = <const floating*> cnp.PyArray_DATA(w_ih)
+    cdef const floating* w_hh_p = <const floating*> cnp.PyArray_DATA(w_hh)
+    cdef const floating* gates_p = <const floating*> cnp.PyArray_DATA(gates)
+    cdef const floating* hidden_n_p = <const floating*> cnp.PyArray_DATA(hidden_n)
+    cdef const floating* hs_p = <const floating*> cnp.PyArray_DATA(hs)
+    cdef floating* dh_p = <floating*> cnp.PyArray_DATA(dh)
+    cdef floating* d_gates_p = <floating*> cnp.PyArray_DATA(d_gates)
+    cdef floating* d_aux_p = <floating*> cnp.PyArray_DATA(d_aux)
+    cdef floating* dx_p = <floating*> (cnp.PyArray_DATA(dx) if need_dx else NULL)
+    cdef floating* dw_ih_p = <floating*> cnp.PyArray_DATA(dw_ih)
+    cdef floating* dw_hh_p = <floating*> cnp.PyArray_DATA(dw_hh)
+    cdef floating* db_ih_p = <floating*> cnp.PyArray_DATA(db_ih)
+    cdef floating* db_hh_p = <floating*> cnp.PyArray_DATA(db_hh)
+    cdef floating* packed[4]
+    cdef floating* dx_loop
+    cdef int part, loop_level
+    with nogil:
+        packed[0] = packed_rows(s, 0, G if reset_after else 2 * H, H, w_hh_p)
+        packed[1] = packed_rows(s, 2 * H, H, H, w_hh_p) if not reset_after else NULL
+        packed[2] = packed_rows(s, 0, 2 * H if reset_after else G, I, w_ih_p) if need_dx else NULL
+        packed[3] = packed_rows(s, 2 * H, H, I, w_ih_p) if need_dx and reset_after else NULL
+        if packed[0] == NULL or (not reset_after and packed[1] == NULL):
+            free_packed(packed, 4)
+            s.level, parts = 0, 1           # BLAS, which threads itself (or out of memory)
+        loop_level = s.level
+        # dx a step at a time (small GEMM, while the step's gradients are in cache), else after
+        dx_loop = dx_p if (need_dx and s.level > 0 and packed[2] != NULL
+                           and (not reset_after or packed[3] != NULL)) else NULL
+        parts = max(1, min(parts, <int> s.B))
+        if parts == 1:
+            backward_rows(s, 0, s.B, dy_p, w_ih_p, w_hh_p, packed, gates_p, hidden_n_p, hs_p,
+                          lengths, dh_p, d_gates_p, d_aux_p, dx_loop)
+        else:
+            for part in prange(parts, num_threads=parts, schedule="static", chunksize=1):
+                backward_rows(s, part_start(s.B, parts, part), part_start(s.B, parts, part + 1),
+                              dy_p, w_ih_p, w_hh_p, packed, gates_p, hidden_n_p, hs_p, lengths,
+                              dh_p, d_gates_p, d_aux_p, dx_loop)
+        free_packed(packed, 4)
+        if need_dx and dx_loop == NULL:
+            # dx = D[:, :2H] @ W_ih[:2H] + d_aux @ W_ih[2H:] (reset_after), else D @ W_ih
+            s.level = 0
+            if reset_after:
+                times_rows(s, M, 0, 2 * H, I, d_gates_p, G, w_ih_p, NULL, 0, dx_p, I)
+                times_rows(s, M, 2 * H, H, I, d_aux_p, H, w_ih_p, NULL, 1, dx_p, I)
+            else:
+                times_rows(s, M, 0, G, I, d_gates_p, G, w_ih_p, NULL, 0, dx_p, I)
+            s.level = loop_level
+        weight_gradients(s, parts, x, hs_p, hidden_n_p, d_gates_p, d_aux_p, dw_ih_p, dw_hh_p,
+                         db_ih_p, db_hh_p)

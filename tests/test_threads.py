@@ -1,0 +1,133 @@
+"""cgru's own threads: one OpenMP team reused by every call, sized by set_num_threads (else by
+BLAS's count), giving the same bits at any count, and safe across fork."""
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import cgru
+from cgru import functional
+from cgru._native import _twins
+from conftest import make_gru_inputs
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture
+def restore_threads():
+    yield
+    cgru.set_num_threads(None)
+
+
+def run(args, reset_after):
+    y, h_n, cache = cgru.gru_forward(*args, reset_after=reset_after)
+    grads = cgru.gru_backward(np.ones_like(y), h_n, cache)
+    return [y, h_n] + list(grads)
+
+
+def test_set_num_threads_is_public_and_read_back(restore_threads, monkeypatch):
+    assert cgru.set_num_threads is functional.set_num_threads
+    assert cgru.get_num_threads is functional.get_num_threads
+    cgru.set_num_threads(3)
+    assert cgru.get_num_threads() == 3
+    monkeypatch.setattr(functional, "blas_threads", lambda: 7)
+    assert cgru.get_num_threads() == 3             # the explicit count wins over BLAS's
+    cgru.set_num_threads(None)
+    assert cgru.get_num_threads() == 7             # then BLAS's count again
+
+
+@pytest.mark.parametrize("bad", [0, -2, 1.5, "2", True])
+def test_set_num_threads_rejects_bad_counts(bad, restore_threads):
+    with pytest.raises(ValueError, match="`n`"):
+        cgru.set_num_threads(bad)
+
+
+@pytest.mark.skipif(not _twins.SMALL_GEMM_AVAILABLE, reason="threads cut the batch only with "
+                    "the small GEMM (no AVX2 or AVX-512 on this CPU)")
+@pytest.mark.parametrize("reset_after", [True, False])
+def test_same_bits_at_one_two_and_three_threads(reset_after, restore_threads, monkeypatch):
+    monkeypatch.setattr(functional, "_PARTS_MIN_FLOPS", 0)
+    args = make_gru_inputs(np.random.default_rng(5), 9, 48, 20, 64)
+    results = []
+    for threads in (1, 2, 3):
+        cgru.set_num_threads(threads)
+        assert functional._plan(9, 48, 20, 64) == (True, threads)
+        results.append(run(args, reset_after))
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_the_count_is_honoured(threads, restore_threads):
+    cgru.set_num_threads(threads)
+    parts = functional._plan(100, 64, 128, 256)[1]
+    assert 1 <= parts <= threads
+    # the parts run as the loops run them: `parts` OpenMP threads, one part each
+    owner = _twins.threads_for_tests(threads, 64)
+    assert sorted(set(owner.tolist())) == list(range(threads))
+    starts = _twins.part_starts_for_tests(64, threads)
+    for part in range(threads):
+        assert np.all(owner[starts[part]:starts[part + 1]] == part)
+
+
+def test_a_forked_child_does_not_hang():
+    """GNU OpenMP's threads do not survive fork: a child entering a parallel region after its
+    parent ran one hangs. cgru's children run on their own thread and finish, with the same
+    numbers."""
+    script = textwrap.dedent("""
+        import multiprocessing, sys
+        import numpy as np
+        sys.path.insert(0, "tests")
+        import cgru
+        from cgru import functional
+        from conftest import make_gru_inputs
+        functional._PLAN_OVERRIDE = (True, 2)
+        args = make_gru_inputs(np.random.default_rng(0), 5, 16, 4, 8)
+
+        def run(seed):
+            y, h, cache = cgru.gru_forward(*args)
+            return cgru.gru_backward(np.ones_like(y), None, cache).dw_ih.tobytes()
+
+        want = run(0)
+        with multiprocessing.get_context("fork").Pool(2) as pool:
+            got = pool.map(run, range(4))
+        assert got == [want] * 4
+        print("done")
+    """)
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, timeout=240,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "done"
+
+
+def test_the_small_gemm_switches_off(monkeypatch):
+    """CGRU_SMALL_GEMM=0 (read at import) and the plan's argument keep every product on BLAS,
+    with the same numbers as the reference."""
+    monkeypatch.setattr(functional, "_PLAN_OVERRIDE", None)
+    monkeypatch.setattr(functional, "blas_threads", lambda: 1)
+    assert functional._plan(100, 64, 128, 256, small_gemm=False) == (False, 1)
+    script = textwrap.dedent("""
+        import numpy as np, sys
+        sys.path.insert(0, "tests")
+        import cgru
+        from cgru import _reference, functional
+        from conftest import make_gru_inputs
+        assert functional._small_gemm_level == 0
+        assert functional._plan(100, 64, 128, 256) == (False, 1)
+        args = make_gru_inputs(np.random.default_rng(3), 6, 16, 5, 64, np.float64)
+        y, h_n, cache = cgru.gru_forward(*args)
+        assert cache.level == 0
+        y_ref, h_ref, _ = _reference.gru_forward(*args)
+        np.testing.assert_allclose(y, y_ref, rtol=1e-10, atol=1e-12)
+        print("done")
+    """)
+    env = dict(os.environ, PYTHONPATH=ROOT, CGRU_SMALL_GEMM="0")
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, timeout=240,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "done"
