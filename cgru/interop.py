@@ -314,8 +314,8 @@ def _cell_to_torch(cell):
     module = torch.nn.GRUCell(cell.input_size, cell.hidden_size,
                               dtype=_torch_dtype(cell.dtype))
     with torch.no_grad():
-        module.weight_ih.copy_(torch.from_numpy(np.ascontiguousarray(cell.w_ih_t.T)))
-        module.weight_hh.copy_(torch.from_numpy(np.ascontiguousarray(cell.w_hh_t.T)))
+        module.weight_ih.copy_(torch.from_numpy(np.ascontiguousarray(cell.w_ih)))
+        module.weight_hh.copy_(torch.from_numpy(np.ascontiguousarray(cell.w_hh)))
         module.bias_ih.copy_(torch.from_numpy(np.array(cell.b_ih)))
         module.bias_hh.copy_(torch.from_numpy(np.array(cell.b_hh)))
     return module
