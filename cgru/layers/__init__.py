@@ -68,9 +68,13 @@ from .base import Layer, Weight
 from .core import Dense, Dropout
 from .input_layer import Input, InputLayer, KerasTensor
 from .rnn import GRU, Bidirectional
+from .embedding import Embedding
 
 for _cls in (GRU, Bidirectional, Dense, Dropout, InputLayer):
+    saving.register_serializable(_cls)
+for _cls in (Embedding,):
     saving.register_serializable(_cls)
 
 __all__ = ["Layer", "Weight", "GRU", "Bidirectional", "Dense", "Dropout", "Input",
            "InputLayer"]
+__all__ += ["Embedding"]
