@@ -7,7 +7,8 @@ __version__ = "0.1.0"
 from . import (activations, callbacks, constraints, initializers, layers, losses,  # noqa: E402,F401
                metrics, models, optimizers, regularizers)
 from .layers import GRU, Bidirectional, Dense, Dropout, Input, InputLayer  # noqa: E402,F401
-from .layers import Embedding  # noqa: E402,F401
+from .layers import (Activation, Embedding, Flatten, Permute, RepeatVector,  # noqa: E402,F401
+                     Reshape, TimeDistributed)
 from .models import Sequential  # noqa: E402,F401
 from .models import load_model  # noqa: E402,F401
 from . import backend, preprocessing, utils  # noqa: E402,F401

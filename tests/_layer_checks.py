@@ -162,3 +162,28 @@ def assert_save_load_round_trip(model, x, y, tmp_path):
     for a, b in zip(loaded.get_weights(), model.get_weights()):
         np.testing.assert_array_equal(a, b)
     return loaded
+
+
+def keras_output_mask(k_layer, x, mask, **call_kw):
+    """The mask Keras attaches to ``k_layer``'s output when its input carries ``mask``
+    (None when the layer drops it)."""
+    import tensorflow as tf
+    from keras.src import backend
+    tensor = tf.convert_to_tensor(x)
+    backend.set_keras_mask(tensor, tf.convert_to_tensor(mask))
+    out = k_layer(tensor, **call_kw)
+    found = backend.get_keras_mask(out)
+    return None if found is None else np.asarray(found)
+
+
+def assert_mask_matches(c_layer, k_layer, x, mask, **call_kw):
+    """cgru's ``compute_mask`` equals the mask Keras propagates (or drops)."""
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")     # Keras warns when a layer drops a mask
+        expected = keras_output_mask(k_layer, x, mask, **call_kw)
+    got = c_layer.compute_mask(c_layer.cast(x), mask)
+    if expected is None:
+        assert got is None
+    else:
+        np.testing.assert_array_equal(got, expected)

@@ -69,12 +69,17 @@ from .core import Dense, Dropout
 from .input_layer import Input, InputLayer, KerasTensor
 from .rnn import GRU, Bidirectional
 from .embedding import Embedding
+from .activation import Activation
+from .reshaping import Flatten, Permute, RepeatVector, Reshape
+from .wrappers import TimeDistributed
 
 for _cls in (GRU, Bidirectional, Dense, Dropout, InputLayer):
     saving.register_serializable(_cls)
-for _cls in (Embedding,):
+for _cls in (Embedding, Activation, Flatten, Permute, RepeatVector, Reshape,
+             TimeDistributed):
     saving.register_serializable(_cls)
 
 __all__ = ["Layer", "Weight", "GRU", "Bidirectional", "Dense", "Dropout", "Input",
            "InputLayer"]
-__all__ += ["Embedding"]
+__all__ += ["Embedding", "Activation", "Flatten", "Permute", "RepeatVector", "Reshape",
+            "TimeDistributed"]
