@@ -9,6 +9,7 @@ from . import (activations, callbacks, constraints, initializers, layers, losses
 from .layers import GRU, Bidirectional, Dense, Dropout, Input, InputLayer  # noqa: E402,F401
 from .layers import (Activation, Embedding, Flatten, Permute, RepeatVector,  # noqa: E402,F401
                      Reshape, TimeDistributed)
+from .layers import Conv1D  # noqa: E402,F401
 from .models import Sequential  # noqa: E402,F401
 from .models import load_model  # noqa: E402,F401
 from . import backend, preprocessing, utils  # noqa: E402,F401

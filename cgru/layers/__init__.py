@@ -72,14 +72,15 @@ from .embedding import Embedding
 from .activation import Activation
 from .reshaping import Flatten, Permute, RepeatVector, Reshape
 from .wrappers import TimeDistributed
+from .conv import Conv1D
 
 for _cls in (GRU, Bidirectional, Dense, Dropout, InputLayer):
     saving.register_serializable(_cls)
 for _cls in (Embedding, Activation, Flatten, Permute, RepeatVector, Reshape,
-             TimeDistributed):
+             TimeDistributed, Conv1D):
     saving.register_serializable(_cls)
 
 __all__ = ["Layer", "Weight", "GRU", "Bidirectional", "Dense", "Dropout", "Input",
            "InputLayer"]
 __all__ += ["Embedding", "Activation", "Flatten", "Permute", "RepeatVector", "Reshape",
-            "TimeDistributed"]
+            "TimeDistributed", "Conv1D"]
