@@ -9,7 +9,8 @@ from . import (activations, callbacks, constraints, initializers, layers, losses
 from .layers import GRU, Bidirectional, Dense, Dropout, Input, InputLayer  # noqa: E402,F401
 from .layers import (Activation, Embedding, Flatten, Permute, RepeatVector,  # noqa: E402,F401
                      Reshape, TimeDistributed)
-from .layers import Conv1D  # noqa: E402,F401
+from .layers import (AveragePooling1D, Conv1D, GlobalAveragePooling1D,  # noqa: E402,F401
+                     GlobalMaxPooling1D, MaxPooling1D)
 from .models import Sequential  # noqa: E402,F401
 from .models import load_model  # noqa: E402,F401
 from . import backend, preprocessing, utils  # noqa: E402,F401

@@ -73,14 +73,22 @@ from .activation import Activation
 from .reshaping import Flatten, Permute, RepeatVector, Reshape
 from .wrappers import TimeDistributed
 from .conv import Conv1D
+from .pooling import (AveragePooling1D, GlobalAveragePooling1D, GlobalMaxPooling1D,
+                      MaxPooling1D)
 
 for _cls in (GRU, Bidirectional, Dense, Dropout, InputLayer):
     saving.register_serializable(_cls)
 for _cls in (Embedding, Activation, Flatten, Permute, RepeatVector, Reshape,
-             TimeDistributed, Conv1D):
+             TimeDistributed, Conv1D, MaxPooling1D, AveragePooling1D, GlobalMaxPooling1D,
+             GlobalAveragePooling1D):
     saving.register_serializable(_cls)
 
 __all__ = ["Layer", "Weight", "GRU", "Bidirectional", "Dense", "Dropout", "Input",
            "InputLayer"]
 __all__ += ["Embedding", "Activation", "Flatten", "Permute", "RepeatVector", "Reshape",
-            "TimeDistributed", "Conv1D"]
+            "TimeDistributed", "Conv1D", "MaxPooling1D", "AveragePooling1D",
+            "GlobalMaxPooling1D", "GlobalAveragePooling1D"]
+# Keras's short aliases
+MaxPool1D, AvgPool1D = MaxPooling1D, AveragePooling1D
+GlobalMaxPool1D, GlobalAvgPool1D = GlobalMaxPooling1D, GlobalAveragePooling1D
+__all__ += ["MaxPool1D", "AvgPool1D", "GlobalMaxPool1D", "GlobalAvgPool1D"]
