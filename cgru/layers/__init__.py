@@ -73,6 +73,7 @@ from .activation import Activation
 from .reshaping import Flatten, Permute, RepeatVector, Reshape
 from .wrappers import TimeDistributed
 from .conv import Conv1D
+from .normalization import BatchNormalization, LayerNormalization
 from .pooling import (AveragePooling1D, GlobalAveragePooling1D, GlobalMaxPooling1D,
                       MaxPooling1D)
 
@@ -80,14 +81,15 @@ for _cls in (GRU, Bidirectional, Dense, Dropout, InputLayer):
     saving.register_serializable(_cls)
 for _cls in (Embedding, Activation, Flatten, Permute, RepeatVector, Reshape,
              TimeDistributed, Conv1D, MaxPooling1D, AveragePooling1D, GlobalMaxPooling1D,
-             GlobalAveragePooling1D):
+             GlobalAveragePooling1D, BatchNormalization, LayerNormalization):
     saving.register_serializable(_cls)
 
 __all__ = ["Layer", "Weight", "GRU", "Bidirectional", "Dense", "Dropout", "Input",
            "InputLayer"]
 __all__ += ["Embedding", "Activation", "Flatten", "Permute", "RepeatVector", "Reshape",
             "TimeDistributed", "Conv1D", "MaxPooling1D", "AveragePooling1D",
-            "GlobalMaxPooling1D", "GlobalAveragePooling1D"]
+            "GlobalMaxPooling1D", "GlobalAveragePooling1D", "BatchNormalization",
+            "LayerNormalization"]
 # Keras's short aliases
 MaxPool1D, AvgPool1D = MaxPooling1D, AveragePooling1D
 GlobalMaxPool1D, GlobalAvgPool1D = GlobalMaxPooling1D, GlobalAveragePooling1D
