@@ -52,7 +52,8 @@ def _loss_and_grads(layer, x, weights_probe, training, mask):
 def assert_gradients_numeric(layer, x, training=False, mask=None, eps=1e-6, rtol=1e-6,
                              atol=1e-8, check_weights=True, max_entries=60):
     """Central differences of sum(out * R) for a float64 ``layer`` agree with its backward:
-    the input gradient, and each trainable weight's gradient."""
+    the input gradient, and each trainable weight's gradient. The layer's dropout generator
+    is rewound before every forward, so random layers draw the same noise each time."""
     assert layer.dtype == np.float64
     rng = np.random.default_rng(7)
     probes = {}
@@ -62,11 +63,15 @@ def assert_gradients_numeric(layer, x, training=False, mask=None, eps=1e-6, rtol
             probes[shape] = rng.standard_normal(shape)
         return probes[shape]
 
+    rng_state = layer.rng_state()
+
     def loss_at(x_now):
+        layer.set_rng_state(rng_state)
         out = layer.forward(x_now, training=training, mask=mask)[0]
         return float(np.sum(out * probe(out.shape)))
 
     x = np.array(x, dtype=np.float64)
+    layer.set_rng_state(rng_state)
     _, d_x, grads = _loss_and_grads(layer, x, probe, training, mask)
     assert d_x.shape == x.shape and d_x.dtype == np.float64
     pick = np.random.default_rng(3)

@@ -74,6 +74,7 @@ from .reshaping import Flatten, Permute, RepeatVector, Reshape
 from .wrappers import TimeDistributed
 from .conv import Conv1D
 from .normalization import BatchNormalization, LayerNormalization
+from .noise import GaussianDropout, GaussianNoise, SpatialDropout1D
 from .pooling import (AveragePooling1D, GlobalAveragePooling1D, GlobalMaxPooling1D,
                       MaxPooling1D)
 
@@ -81,7 +82,8 @@ for _cls in (GRU, Bidirectional, Dense, Dropout, InputLayer):
     saving.register_serializable(_cls)
 for _cls in (Embedding, Activation, Flatten, Permute, RepeatVector, Reshape,
              TimeDistributed, Conv1D, MaxPooling1D, AveragePooling1D, GlobalMaxPooling1D,
-             GlobalAveragePooling1D, BatchNormalization, LayerNormalization):
+             GlobalAveragePooling1D, BatchNormalization, LayerNormalization,
+             SpatialDropout1D, GaussianNoise, GaussianDropout):
     saving.register_serializable(_cls)
 
 __all__ = ["Layer", "Weight", "GRU", "Bidirectional", "Dense", "Dropout", "Input",
@@ -89,7 +91,7 @@ __all__ = ["Layer", "Weight", "GRU", "Bidirectional", "Dense", "Dropout", "Input
 __all__ += ["Embedding", "Activation", "Flatten", "Permute", "RepeatVector", "Reshape",
             "TimeDistributed", "Conv1D", "MaxPooling1D", "AveragePooling1D",
             "GlobalMaxPooling1D", "GlobalAveragePooling1D", "BatchNormalization",
-            "LayerNormalization"]
+            "LayerNormalization", "SpatialDropout1D", "GaussianNoise", "GaussianDropout"]
 # Keras's short aliases
 MaxPool1D, AvgPool1D = MaxPooling1D, AveragePooling1D
 GlobalMaxPool1D, GlobalAvgPool1D = GlobalMaxPooling1D, GlobalAveragePooling1D
