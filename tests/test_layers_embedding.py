@@ -163,6 +163,13 @@ def test_out_of_range_ids_raise_naming_value_and_input_dim(bad):
         model.predict(ids)
 
 
+def test_ids_beyond_float32_precision_raise():
+    big = Embedding(2 ** 24 + 10, 1, input_shape=(1,), embeddings_initializer="zeros")
+    with pytest.raises(ValueError, match=r"2\*\*24.*float64"):
+        big(np.array([[2 ** 24 + 2]], np.float32))
+    assert big(np.array([[2 ** 24 + 2]], np.int64)).shape == (1, 1, 1)
+
+
 def test_bad_arguments_raise():
     with pytest.raises(ValueError, match="input_dim"):
         Embedding(0, 3)

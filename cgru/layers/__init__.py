@@ -1,7 +1,7 @@
 """Keras-style layers (tier 3): GRU, Bidirectional, Dense, Dropout, and the layer protocol.
 
 Around the GRU, the layers real recurrent models use, with Keras 3's names, arguments and
-weights: Embedding; Activation, Flatten, Reshape, Permute, RepeatVector, TimeDistributed;
+weights: Embedding, Masking; Activation, Flatten, Reshape, Permute, RepeatVector, TimeDistributed;
 Conv1D; MaxPooling1D, AveragePooling1D, GlobalMaxPooling1D, GlobalAveragePooling1D;
 BatchNormalization, LayerNormalization; SpatialDropout1D, GaussianNoise, GaussianDropout.
 Keras layers cgru lacks (LSTM, Conv2D, MultiHeadAttention, ...) import from here and raise
@@ -77,6 +77,7 @@ from .input_layer import Input, InputLayer, KerasTensor
 from .rnn import GRU, Bidirectional
 from .embedding import Embedding
 from .activation import Activation
+from .masking import Masking
 from .reshaping import Flatten, Permute, RepeatVector, Reshape
 from .wrappers import TimeDistributed
 from .conv import Conv1D
@@ -90,7 +91,7 @@ for _cls in (GRU, Bidirectional, Dense, Dropout, InputLayer):
 for _cls in (Embedding, Activation, Flatten, Permute, RepeatVector, Reshape,
              TimeDistributed, Conv1D, MaxPooling1D, AveragePooling1D, GlobalMaxPooling1D,
              GlobalAveragePooling1D, BatchNormalization, LayerNormalization,
-             SpatialDropout1D, GaussianNoise, GaussianDropout):
+             SpatialDropout1D, GaussianNoise, GaussianDropout, Masking):
     saving.register_serializable(_cls)
 
 __all__ = ["Layer", "Weight", "GRU", "Bidirectional", "Dense", "Dropout", "Input",
@@ -98,7 +99,8 @@ __all__ = ["Layer", "Weight", "GRU", "Bidirectional", "Dense", "Dropout", "Input
 __all__ += ["Embedding", "Activation", "Flatten", "Permute", "RepeatVector", "Reshape",
             "TimeDistributed", "Conv1D", "MaxPooling1D", "AveragePooling1D",
             "GlobalMaxPooling1D", "GlobalAveragePooling1D", "BatchNormalization",
-            "LayerNormalization", "SpatialDropout1D", "GaussianNoise", "GaussianDropout"]
+            "LayerNormalization", "SpatialDropout1D", "GaussianNoise", "GaussianDropout",
+            "Masking"]
 # Keras's short aliases
 MaxPool1D, AvgPool1D = MaxPooling1D, AveragePooling1D
 GlobalMaxPool1D, GlobalAvgPool1D = GlobalMaxPooling1D, GlobalAveragePooling1D

@@ -77,6 +77,11 @@ class Embedding(Layer):
         ids = x.astype(np.int64, copy=False)
         if ids.size:
             low, high = ids.min(), ids.max()
+            if x.dtype == np.float32 and high > 2 ** 24:
+                raise ValueError(f"Layer '{self.name}' received id {high} as float32, which "
+                                 "holds integers exactly only up to 2**24 (a model casts "
+                                 "its input to the first layer's dtype): give the "
+                                 "Embedding dtype='float64'.")
             if low < 0 or high >= self.input_dim:
                 bad = low if low < 0 else high
                 raise ValueError(f"Layer '{self.name}' received id {bad}, outside the "
