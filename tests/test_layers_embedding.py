@@ -70,6 +70,15 @@ def test_weight_gradient_accumulates_repeated_ids():
                                    atol=1e-9)
 
 
+def test_weights_argument_sets_the_table_like_keras():
+    table = np.arange(V * D, dtype=np.float32).reshape(V, D)
+    k = keras.layers.Embedding(V, D, weights=[table])
+    c = Embedding(V, D, weights=[table])
+    ids = _ids()
+    np.testing.assert_array_equal(c(ids), np.asarray(k(ids)))
+    np.testing.assert_array_equal(c(ids), table[ids])
+
+
 def test_uniform_initializer_is_keras_random_uniform():
     w = Embedding(200, 50, input_shape=(3,), seed=0).get_weights()[0]
     assert w.min() >= -0.05 and w.max() <= 0.05 and w.std() > 0.02

@@ -3,8 +3,6 @@ GaussianDropout. Each draws from the layer's dropout generator (``seed`` makes i
 reproducible; saving keeps its state). Each passes the mask on, as Keras does."""
 import math
 
-import numpy as np
-
 from .base import Layer, check_rate, dropout_mask
 from .conv import keras_named
 
