@@ -8,6 +8,13 @@ __version__ = "0.1.0"
 from . import (activations, callbacks, constraints, initializers, layers, losses,  # noqa: E402,F401
                metrics, models, optimizers, regularizers)
 from .layers import GRU, Bidirectional, Dense, Dropout, Input, InputLayer  # noqa: E402,F401
+from .layers import (Activation, Embedding, Flatten, Permute, RepeatVector,  # noqa: E402,F401
+                     Reshape, TimeDistributed)
+from .layers import (AveragePooling1D, Conv1D, GlobalAveragePooling1D,  # noqa: E402,F401
+                     GlobalMaxPooling1D, MaxPooling1D)
+from .layers import BatchNormalization, LayerNormalization  # noqa: E402,F401
+from .layers import GaussianDropout, GaussianNoise, SpatialDropout1D  # noqa: E402,F401
+from .layers import Masking  # noqa: E402,F401
 from .models import Sequential  # noqa: E402,F401
 from .models import load_model  # noqa: E402,F401
 from . import backend, preprocessing, utils  # noqa: E402,F401

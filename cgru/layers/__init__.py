@@ -1,5 +1,12 @@
 """Keras-style layers (tier 3): GRU, Bidirectional, Dense, Dropout, and the layer protocol.
 
+Around the GRU, the layers real recurrent models use, with Keras 3's names, arguments and
+weights: Embedding, Masking; Activation, Flatten, Reshape, Permute, RepeatVector, TimeDistributed;
+Conv1D; MaxPooling1D, AveragePooling1D, GlobalMaxPooling1D, GlobalAveragePooling1D;
+BatchNormalization, LayerNormalization; SpatialDropout1D, GaussianNoise, GaussianDropout.
+Keras layers cgru lacks (LSTM, Conv2D, MultiHeadAttention, ...) import from here and raise
+NotImplementedError when constructed, naming what to use instead.
+
 Layers are batch-first, as in Keras. A user calls a layer, ``layer(x, training=False)``: it
 casts ``x`` to the layer's dtype, checks its shape, builds the weights on first use and
 returns the output. Models drive layers through the protocol below and nothing else: a model
@@ -68,9 +75,41 @@ from .base import Layer, Weight
 from .core import Dense, Dropout
 from .input_layer import Input, InputLayer, KerasTensor
 from .rnn import GRU, Bidirectional
+from .embedding import Embedding
+from .activation import Activation
+from .masking import Masking
+from .reshaping import Flatten, Permute, RepeatVector, Reshape
+from .wrappers import TimeDistributed
+from .conv import Conv1D
+from .normalization import BatchNormalization, LayerNormalization
+from .noise import GaussianDropout, GaussianNoise, SpatialDropout1D
+from .pooling import (AveragePooling1D, GlobalAveragePooling1D, GlobalMaxPooling1D,
+                      MaxPooling1D)
 
 for _cls in (GRU, Bidirectional, Dense, Dropout, InputLayer):
+    saving.register_serializable(_cls)
+for _cls in (Embedding, Activation, Flatten, Permute, RepeatVector, Reshape,
+             TimeDistributed, Conv1D, MaxPooling1D, AveragePooling1D, GlobalMaxPooling1D,
+             GlobalAveragePooling1D, BatchNormalization, LayerNormalization,
+             SpatialDropout1D, GaussianNoise, GaussianDropout, Masking):
     saving.register_serializable(_cls)
 
 __all__ = ["Layer", "Weight", "GRU", "Bidirectional", "Dense", "Dropout", "Input",
            "InputLayer"]
+__all__ += ["Embedding", "Activation", "Flatten", "Permute", "RepeatVector", "Reshape",
+            "TimeDistributed", "Conv1D", "MaxPooling1D", "AveragePooling1D",
+            "GlobalMaxPooling1D", "GlobalAveragePooling1D", "BatchNormalization",
+            "LayerNormalization", "SpatialDropout1D", "GaussianNoise", "GaussianDropout",
+            "Masking"]
+# Keras's short aliases
+MaxPool1D, AvgPool1D = MaxPooling1D, AveragePooling1D
+GlobalMaxPool1D, GlobalAvgPool1D = GlobalMaxPooling1D, GlobalAveragePooling1D
+__all__ += ["MaxPool1D", "AvgPool1D", "GlobalMaxPool1D", "GlobalAvgPool1D"]
+
+# Keras names that cgru does not implement: constructing one raises NotImplementedError
+# saying what to use instead (a saved config naming one raises the same).
+from . import unsupported as _unsupported  # noqa: E402
+from .unsupported import *  # noqa: E402,F401,F403
+for _cls in _unsupported.UNSUPPORTED.values():
+    saving.register_serializable(_cls)
+__all__ += _unsupported.__all__
