@@ -256,6 +256,7 @@ _NAMES = {
     "glorot_uniform": GlorotUniform, "glorot_normal": GlorotNormal,
     "he_uniform": HeUniform, "he_normal": HeNormal, "lecun_uniform": LecunUniform,
     "lecun_normal": LecunNormal, "orthogonal": Orthogonal,
+    "uniform": RandomUniform, "normal": RandomNormal,
 }
 
 

@@ -313,3 +313,16 @@ def test_backend_floatx_is_the_layers_default_dtype_and_clear_session_restarts_n
     assert GRU(2).dtype == np.float32
     backend.clear_session()
     assert [GRU(2).name, GRU(2).name, Dense(1).name] == ["gru", "gru_1", "dense"]
+
+
+def test_dense_passes_a_mask_on_like_keras():
+    keras = pytest.importorskip("keras")
+    from cgru.layers import Embedding, GlobalAveragePooling1D
+    ids = np.array([[3, 5, 0, 0], [1, 0, 0, 0], [2, 2, 7, 1]])
+    model = Sequential([Embedding(10, 4, mask_zero=True), Dense(3), GlobalAveragePooling1D()])
+    k_model = keras.Sequential([keras.Input((4,), dtype="int32"),
+                                keras.layers.Embedding(10, 4, mask_zero=True),
+                                keras.layers.Dense(3), keras.layers.GlobalAveragePooling1D()])
+    model.build((4,))
+    model.set_weights(k_model.get_weights())
+    np.testing.assert_allclose(model.predict(ids), k_model.predict(ids, verbose=0), atol=2e-6)

@@ -8,8 +8,11 @@ from .base import Layer, check_positive_int, check_rate, dropout_mask
 class Dense(Layer):
     """``activation(x @ kernel + bias)`` on the last axis (so per time step on 3-D input).
 
-    Weights: kernel (features, units), bias (units,), as in Keras.
+    Weights: kernel (features, units), bias (units,), as in Keras. A mask passes through (it
+    acts on each step alone), as in Keras 3.
     """
+
+    supports_masking = True
 
     def __init__(self, units, activation=None, *, use_bias=True,
                  kernel_initializer="glorot_uniform", bias_initializer="zeros",
