@@ -13,7 +13,18 @@ from cgru import functional
 from cgru._native import _twins
 from conftest import make_gru_inputs
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TESTS = os.path.dirname(os.path.abspath(__file__))
+
+
+def _run_script(script, **environment):
+    """Runs ``script`` in a new interpreter that imports the same cgru as this process (the
+    installed package, or the source tree built in place) and finds tests/conftest.py."""
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(cgru.__file__)))
+    env = dict(os.environ, **environment)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, TESTS,
+                                                    env.get("PYTHONPATH")) if p)
+    return subprocess.run([sys.executable, "-c", script], cwd=package_parent, env=env,
+                          timeout=240, capture_output=True, text=True)
 
 
 @pytest.fixture
@@ -81,7 +92,6 @@ def test_a_forked_child_does_not_hang():
     script = textwrap.dedent("""
         import multiprocessing, sys
         import numpy as np
-        sys.path.insert(0, "tests")
         import cgru
         from cgru import functional
         from conftest import make_gru_inputs
@@ -98,9 +108,7 @@ def test_a_forked_child_does_not_hang():
         assert got == [want] * 4
         print("done")
     """)
-    env = dict(os.environ, PYTHONPATH=ROOT)
-    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, timeout=240,
-                            capture_output=True, text=True)
+    result = _run_script(script)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "done"
 
@@ -113,7 +121,6 @@ def test_the_small_gemm_switches_off(monkeypatch):
     assert functional._plan(100, 64, 128, 256, small_gemm=False) == (False, 1)
     script = textwrap.dedent("""
         import numpy as np, sys
-        sys.path.insert(0, "tests")
         import cgru
         from cgru import _reference, functional
         from conftest import make_gru_inputs
@@ -126,8 +133,6 @@ def test_the_small_gemm_switches_off(monkeypatch):
         np.testing.assert_allclose(y, y_ref, rtol=1e-10, atol=1e-12)
         print("done")
     """)
-    env = dict(os.environ, PYTHONPATH=ROOT, CGRU_SMALL_GEMM="0")
-    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, timeout=240,
-                            capture_output=True, text=True)
+    result = _run_script(script, CGRU_SMALL_GEMM="0")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "done"
