@@ -256,7 +256,7 @@ def test_serialize_round_trips_and_reads_keras_objects():
     from_keras_config = losses.deserialize(keras.losses.serialize(keras_bce))
     assert from_keras_config.get_config() == losses.get(keras_bce).get_config()
     assert from_keras_config.label_smoothing == pytest.approx(0.2)
-    assert isinstance(losses.deserialize(keras.losses.serialize(keras.losses.mae)),
+    assert isinstance(losses.deserialize(keras.losses.serialize(keras.losses.mean_absolute_error)),
                       losses.MeanAbsoluteError)
     assert isinstance(losses.get({"class_name": "CategoricalCrossentropy",
                                   "config": {"from_logits": True}}),
