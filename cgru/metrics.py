@@ -13,7 +13,6 @@ import inspect
 import numpy as np
 
 from . import losses as losses_mod
-from .losses import _align
 
 EPSILON = 1e-7
 NEG_INF = -1e10     # Keras's score for predictions outside the top k
@@ -556,7 +555,8 @@ _CLASSES = (BinaryAccuracy, CategoricalAccuracy, SparseCategoricalAccuracy,
 
 _METRICS = {cls.__name__: cls for cls in _CLASSES}
 _METRICS.update({inspect.signature(cls).parameters["name"].default: cls for cls in _CLASSES})
-_METRICS.update({"log_cosh_error": LogCoshError, "kld": KLDivergence, "mse": MeanSquaredError, "MSE": MeanSquaredError,
+_METRICS.update({"log_cosh_error": LogCoshError, "kld": KLDivergence,
+                 "mse": MeanSquaredError, "MSE": MeanSquaredError,
                  "mae": MeanAbsoluteError, "MAE": MeanAbsoluteError,
                  "mape": MeanAbsolutePercentageError, "MAPE": MeanAbsolutePercentageError,
                  "msle": MeanSquaredLogarithmicError, "MSLE": MeanSquaredLogarithmicError,

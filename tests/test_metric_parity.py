@@ -184,7 +184,8 @@ def test_string_metrics_keep_their_spelling_as_in_history(identifier):
 
 @pytest.mark.parametrize("name", [n for n, *_ in CASES])
 def test_default_names_are_keras_names(name):
-    keras_name = re.sub(r"_\d+$", "", getattr(keras.metrics, name)().name)  # Keras's auto-numbering
+    # Keras numbers the second instance of a name ("auc_1")
+    keras_name = re.sub(r"_\d+$", "", getattr(keras.metrics, name)().name)
     assert getattr(metrics, name)().name == keras_name
 
 
