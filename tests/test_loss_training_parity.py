@@ -2,7 +2,6 @@
 same batches): the losses' gradients are what Keras's training differentiates."""
 import os
 
-import numpy as np
 import pytest
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
