@@ -824,6 +824,9 @@ def get(identifier):
         raise ValueError(f"Unknown loss: {identifier!r}. Expected one of {sorted(_LOSSES)}.")
     if identifier in _FUNCTIONS:
         return _FUNCTIONS[identifier]()
+    if inspect.isfunction(identifier) and identifier.__module__.startswith("keras") \
+            and identifier.__name__ in _LOSSES:      # Keras's own loss functions
+        return _LOSSES[identifier.__name__]()
     if hasattr(identifier, "get_config") and type(identifier).__module__.startswith("keras"):
         loss = _from_keras_object(identifier)
         if loss is not None:

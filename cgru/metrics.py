@@ -8,6 +8,7 @@ Confusion metrics (``AUC``, ``Precision``, ``Recall``) accumulate weighted true/
 positive and negative counts per threshold as Keras's ``update_confusion_matrix_variables``
 does. A ``mask`` (the shape of the per-sample values) multiplies the sample weights.
 """
+import copy
 import inspect
 
 import numpy as np
@@ -579,12 +580,18 @@ def is_binary_or_sparse_categorical(y_true_shape, y_pred_shape):
 
 
 def get(identifier, y_true_shape=(1, 1), y_pred_shape=(1, 1)):
-    """A fresh Metric for ``identifier``, named as Keras's History shows it: a string keeps
+    """A fresh Metric for ``identifier`` (a Metric instance gives a reset copy), named as Keras's History shows it: a string keeps
     its spelling ("acc", "mse"); "accuracy"/"acc" resolve by shapes as in Keras; a loss
     name or loss function gives the mean of its per-sample values; a Python function of
     ``(y_true, y_pred)`` gives the mean of what it returns."""
-    if isinstance(identifier, Metric):
-        return identifier
+    if isinstance(identifier, Metric):      # a copy: training and validation keep apart
+        fresh = copy.deepcopy(identifier)
+        fresh.reset_state()
+        return fresh
+    if type(identifier).__module__.startswith("keras") and hasattr(identifier, "get_config") \
+            and type(identifier).__name__ in _METRICS:     # a Keras metric cgru has
+        return deserialize({"class_name": type(identifier).__name__,
+                            "config": identifier.get_config()})
     if isinstance(identifier, type) and issubclass(identifier, Metric):
         return identifier()
     if isinstance(identifier, dict):

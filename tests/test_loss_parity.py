@@ -258,6 +258,8 @@ def test_serialize_round_trips_and_reads_keras_objects():
     assert from_keras_config.label_smoothing == pytest.approx(0.2)
     assert isinstance(losses.deserialize(keras.losses.serialize(keras.losses.mean_absolute_error)),
                       losses.MeanAbsoluteError)
+    assert isinstance(losses.get(keras.losses.mean_squared_logarithmic_error),
+                      losses.MeanSquaredLogarithmicError)
     assert isinstance(losses.get({"class_name": "CategoricalCrossentropy",
                                   "config": {"from_logits": True}}),
                       losses.CategoricalCrossentropy)

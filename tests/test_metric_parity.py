@@ -229,3 +229,14 @@ def test_unsupported_options_raise_clear_errors():
     with pytest.raises(ValueError, match=r"sample_weight.*\(5,\)"):
         metrics.get("mse").update_state(np.zeros((4, 2)), np.zeros((4, 2)),
                                         sample_weight=np.ones(5))
+
+
+def test_get_gives_fresh_copies_and_reads_keras_metrics():
+    auc = metrics.AUC(num_thresholds=20, name="my_auc")
+    auc.update_state(np.array([1.0, 0.0]), np.array([0.9, 0.2]))
+    fresh = metrics.get(auc)
+    assert fresh is not auc and fresh.name == "my_auc" and fresh.result() == 0.0
+    assert auc.result() == pytest.approx(1.0)
+    from_keras = metrics.get(keras.metrics.Precision(thresholds=0.3, name="p"))
+    assert isinstance(from_keras, metrics.Precision) and from_keras.name == "p"
+    assert from_keras.thresholds == [pytest.approx(0.3)]
