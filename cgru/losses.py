@@ -27,6 +27,7 @@ the mask multiplies the weights.
 Probabilities are clipped to ``[1e-7, 1 - 1e-7]`` before the log, as Keras does.
 """
 import inspect
+import math
 
 import numpy as np
 
@@ -41,11 +42,6 @@ def _align(y_true, y_pred):
     elif y_pred.ndim == y_true.ndim + 1 and y_pred.shape[-1] == 1:
         y_true = y_true[..., None]
     return y_true
-
-
-def _n_samples(y_pred):
-    """Number of per-sample loss values: all axes but the last."""
-    return max(1, int(np.prod(y_pred.shape[:-1])))
 
 
 def _float_array(value, arg):
@@ -105,9 +101,9 @@ def _weights_for(values_shape, weights, arg="sample_weight"):
 
 class Loss:
     """Base class. Subclasses implement ``_per_sample(y_true, y_pred, need_grad)`` returning
-    ``(values, d_values)``: the per-sample values (``y_pred.shape`` without ``_axis``) and,
-    when ``need_grad``, d values / d y_pred (``y_pred.shape``; each value depends only on
-    its own slice along ``_axis``)."""
+    ``(values, d_values)``: the per-sample values (``y_pred.shape`` without ``_axis``; may
+    be None when ``need_grad``) and, when ``need_grad``, d values / d y_pred
+    (``y_pred.shape``; each value depends only on its own slice along ``_axis``)."""
     name = "loss"
     #: activation whose logits gradient this loss can take directly
     logits_activation = None
@@ -164,7 +160,7 @@ class Loss:
     # -- weights and reduction ----------------------------------------------------------------
     def _merged_weights(self, values_shape, dtype, sample_weight, mask):
         """The weights (broadcast to ``values_shape``) and the divisor of the reduction."""
-        size = int(np.prod(values_shape))
+        size = math.prod(values_shape)
         weights = keras_sum = None
         if mask is not None:
             mask = np.asarray(mask).astype(bool)
@@ -194,43 +190,54 @@ class Loss:
             divisor = float(size)
         return weights, divisor
 
-    def _weights_and_divisor(self, y_true, y_pred, values, sample_weight, mask):
+    def _values_shape(self, y_pred):
+        """The per-sample values' shape: ``y_pred.shape`` without the reduced axis."""
+        axis = self._axis % y_pred.ndim
+        return y_pred.shape[:axis] + y_pred.shape[axis + 1:]
+
+    def _weights_and_divisor(self, y_true, y_pred, values_shape, dtype, sample_weight, mask):
         out_mask = self._out_mask(y_true, y_pred)
         if out_mask is not None:
             mask = out_mask if mask is None else (np.asarray(mask).astype(bool) & out_mask)
-        return self._merged_weights(values.shape, values.dtype, sample_weight, mask)
+        if mask is None and sample_weight is None:  # unweighted: no weight arrays to build
+            return None, 1.0 if self.reduction == "sum" else float(math.prod(values_shape))
+        return self._merged_weights(values_shape, dtype, sample_weight, mask)
 
     def __call__(self, y_true, y_pred, sample_weight=None, mask=None):
         """The reduced loss (a float), or the weighted per-sample array for "none"."""
         y_true, y_pred = self._prepare(y_true, y_pred)
         values = self._per_sample(y_true, y_pred, False)[0]
-        weights, divisor = self._weights_and_divisor(y_true, y_pred, values, sample_weight,
-                                                     mask)
+        weights, divisor = self._weights_and_divisor(y_true, y_pred, values.shape,
+                                                     values.dtype, sample_weight, mask)
         weighted = values if weights is None else values * weights
         if self.reduction in ("none", None):
             return weighted
         total = float(np.sum(weighted, dtype=np.float64))
         return total / divisor if divisor != 0 else 0.0
 
-    def _scaled(self, d_values, values, y_true, y_pred, sample_weight, mask):
+    def _scaled(self, d_values, y_true, y_pred, sample_weight, mask):
         """d_values (``y_pred.shape``) times the reduction's weight of each value."""
-        weights, divisor = self._weights_and_divisor(y_true, y_pred, values, sample_weight,
-                                                     mask)
+        values_shape = self._values_shape(y_pred)
+        weights, divisor = self._weights_and_divisor(y_true, y_pred, values_shape,
+                                                     y_pred.dtype, sample_weight, mask)
         if self.reduction in ("none", None):
             divisor = 1.0
-        scale = np.ones(values.shape) if weights is None else weights.astype(np.float64)
-        scale = scale / divisor if divisor != 0 else np.zeros(values.shape)
-        axis = self._axis % y_pred.ndim
-        grad = d_values * np.expand_dims(scale, axis)
+        if weights is None:
+            grad = d_values / divisor if divisor != 0 else np.zeros_like(d_values)
+            return grad.astype(y_pred.dtype, copy=False)
+        scale = weights.astype(np.float64) / divisor if divisor != 0 \
+            else np.zeros(values_shape)
+        grad = d_values * np.expand_dims(scale, self._axis % y_pred.ndim)
         return grad.astype(y_pred.dtype, copy=False)
 
     def gradient(self, y_true, y_pred, sample_weight=None, mask=None):
         """d(reduced loss)/d(y_pred), shape ``y_pred.shape``."""
         y_true, y_pred = self._prepare(y_true, y_pred)
-        values, d_values = self._per_sample(y_true, y_pred, True)
-        return self._scaled(d_values, values, y_true, y_pred, sample_weight, mask)
+        d_values = self._per_sample(y_true, y_pred, True)[1]
+        return self._scaled(d_values, y_true, y_pred, sample_weight, mask)
 
-    def _logits_per_sample(self, y_true, y_pred):
+    def _logits_gradient(self, y_true, y_pred):
+        """d values / d logits (``y_pred.shape``), ``y_pred`` the activation's output."""
         raise NotImplementedError(
             f"Loss '{self.name}' has no logits gradient (logits_activation is None).")
 
@@ -240,8 +247,8 @@ class Loss:
             raise NotImplementedError(
                 f"Loss '{self.name}' has no logits gradient (logits_activation is None).")
         y_true, y_pred = self._prepare(y_true, y_pred)
-        values, d_logits = self._logits_per_sample(y_true, y_pred)
-        return self._scaled(d_logits, values, y_true, y_pred, sample_weight, mask)
+        return self._scaled(self._logits_gradient(y_true, y_pred), y_true, y_pred,
+                            sample_weight, mask)
 
     # -- configuration ------------------------------------------------------------------------
     def get_config(self):
@@ -264,8 +271,9 @@ class _MeanOverLastAxis(Loss):
 
     def _per_sample(self, y_true, y_pred, need_grad):
         terms, d_terms = self._terms(y_true, y_pred, need_grad)
-        n = y_pred.shape[-1]
-        return np.mean(terms, axis=-1), (None if d_terms is None else d_terms / n)
+        if need_grad:                   # the gradient does not need the values
+            return None, d_terms / y_pred.dtype.type(y_pred.shape[-1])
+        return np.mean(terms, axis=-1), None
 
 
 class MeanSquaredError(_MeanOverLastAxis):
@@ -495,9 +503,8 @@ class BinaryCrossentropy(_MeanOverLastAxis):
         inside = (y_pred > eps) & (y_pred < 1 - eps)
         return terms, (p - y) / (p * (1 - p)) * inside
 
-    def _logits_per_sample(self, y_true, y_pred):
-        values, _ = self._per_sample(y_true, y_pred, False)
-        return values, (y_pred - self._smoothed(y_true)) / y_pred.shape[-1]
+    def _logits_gradient(self, y_true, y_pred):
+        return (y_pred - self._smoothed(y_true)) / y_pred.shape[-1]
 
     def get_config(self):
         return {**super().get_config(), "from_logits": self.from_logits,
@@ -583,10 +590,9 @@ class CategoricalCrossentropy(Loss):
         # q = p / s: dL/dp_j = (gq_j - sum_k gq_k q_k) / s
         return values, (gq - np.sum(gq * q_raw, axis=-1, keepdims=True)) / total
 
-    def _logits_per_sample(self, y_true, y_pred):
-        values, _ = self._per_sample(y_true, y_pred, False)
+    def _logits_gradient(self, y_true, y_pred):
         y = self._smoothed(y_true)
-        return values, y_pred * np.sum(y, axis=-1, keepdims=True) - y
+        return y_pred * np.sum(y, axis=-1, keepdims=True) - y
 
     def get_config(self):
         return {**super().get_config(), "from_logits": self.from_logits,
@@ -664,11 +670,10 @@ class SparseCategoricalCrossentropy(Loss):
                 grad = grad * valid[..., None]
         return values, grad
 
-    def _logits_per_sample(self, y_true, y_pred):
-        values, _ = self._per_sample(y_true, y_pred, False)
+    def _logits_gradient(self, y_true, y_pred):
         grad = y_pred - self._onehot(y_true, y_pred)
         valid = self._out_mask(y_true, y_pred)
-        return values, grad if valid is None else grad * valid[..., None]
+        return grad if valid is None else grad * valid[..., None]
 
     def get_config(self):
         return {**super().get_config(), "from_logits": self.from_logits,
