@@ -542,7 +542,6 @@ class BinaryFocalCrossentropy(BinaryCrossentropy):
         d_bce = (pc - y) / (pc * (1 - pc)) * ((p > eps) & (p < 1 - eps))
         with np.errstate(divide="ignore", invalid="ignore"):
             d_focal = -dt(self.gamma) * np.power(1 - p_t, dt(self.gamma - 1)) * (2 * y - 1)
-        d_focal = np.where(focal == 0, 0, d_focal) if self.gamma > 1 else d_focal
         grad = balance * (focal * d_bce + d_focal * bce)
         if self.from_logits:
             grad = grad * p * (1 - p)
