@@ -74,7 +74,7 @@ def test_label_shape_checks():
     with pytest.raises(ValueError, match=r"\(8,\)"):
         losses.get("sparse_categorical_crossentropy").check_shapes((8, 3), (8, 3))
     with pytest.raises(ValueError, match="Unknown loss"):
-        losses.get("hinge")
+        losses.get("no_such_loss")
 
 
 def test_accuracy_resolves_by_shapes_like_keras():
