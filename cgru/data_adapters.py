@@ -31,8 +31,9 @@ class ArrayAdapter:
 
     validated = True
 
-    def __init__(self, x, y, batch_size, shuffle=False, rng=None):
+    def __init__(self, x, y, batch_size, shuffle=False, rng=None, sample_weight=None):
         self.x, self.y, self.batch_size, self.shuffle, self.rng = x, y, batch_size, shuffle, rng
+        self.sample_weight = sample_weight
         self.num_samples = x.shape[0]
         self.num_batches = math.ceil(self.num_samples / batch_size)
 
@@ -44,7 +45,8 @@ class ArrayAdapter:
                 rows = slice(step * size, (step + 1) * size)
             else:
                 rows = order[step * size:(step + 1) * size]
-            yield self.x[rows], None if self.y is None else self.y[rows], None
+            yield (self.x[rows], None if self.y is None else self.y[rows],
+                   None if self.sample_weight is None else self.sample_weight[rows])
 
     def on_epoch_end(self):
         pass
@@ -107,13 +109,14 @@ class PyDatasetAdapter:
             self.dataset.on_epoch_end()
 
 
-def make_adapter(x, y, batch_size, shuffle, rng):
-    """The adapter for ``x`` (and ``y``: given separately only with arrays)."""
+def make_adapter(x, y, batch_size, shuffle, rng, sample_weight=None):
+    """The adapter for ``x`` (and ``y`` and ``sample_weight``: given separately only with
+    arrays)."""
     if not is_batch_source(x):
-        return ArrayAdapter(x, y, batch_size, shuffle, rng)
-    if y is not None:
-        raise ValueError("`y` must not be given when `x` is a generator or a PyDataset: it "
-                         "yields the targets with the inputs.")
+        return ArrayAdapter(x, y, batch_size, shuffle, rng, sample_weight)
+    if y is not None or sample_weight is not None:
+        raise ValueError("`y` and `sample_weight` must not be given when `x` is a generator "
+                         "or a PyDataset: it yields them with the inputs.")
     if hasattr(x, "__getitem__") and not hasattr(x, "__next__"):
         return PyDatasetAdapter(x, shuffle, rng)
     return GeneratorAdapter(x)

@@ -30,6 +30,8 @@ import zipfile
 
 import numpy as np
 
+from . import losses as losses_mod
+from . import metrics as metrics_mod
 from . import optimizers as optimizers_mod
 from . import saving
 from ._layout import slots_layout
@@ -509,9 +511,10 @@ def _compile_from_keras(model, compile_config):
 
 def _keras_compile_config(model):
     loss = getattr(model, "loss", None)
-    metrics = list(getattr(model, "_metric_names", []) or [])
+    metrics = [m if isinstance(m, str) else metrics_mod.serialize(metrics_mod.get(m))
+               for m in getattr(model, "_metric_names", []) or []]
     return {"optimizer": _keras_optimizer_entry(model.optimizer),
-            "loss": None if loss is None else loss.name, "loss_weights": None,
+            "loss": None if loss is None else losses_mod.serialize(loss), "loss_weights": None,
             "metrics": metrics or None, "weighted_metrics": None, "run_eagerly": False,
             "steps_per_execution": 1}
 

@@ -34,6 +34,30 @@ def load_model(filepath, compile=True):
 __all__ = ["Sequential", "load_model"]
 
 
+class _Trace(list):
+    """The layers' backward contexts of one forward pass, and the mask of its output."""
+    output_mask = None
+
+
+def _class_weights(y, class_weight):
+    """Keras's class_weight as sample weights: each sample weighted by its class's entry
+    (the argmax of a one-hot label), 1 for classes not listed."""
+    if not isinstance(class_weight, dict):
+        raise ValueError(f"`class_weight` must be a dict mapping class ids to weights; "
+                         f"received {class_weight!r}.")
+    labels = y
+    if labels.ndim > 1:
+        labels = np.argmax(labels, axis=-1) if labels.shape[-1] != 1 else labels[..., 0]
+    if labels.ndim != 1:
+        raise ValueError("`class_weight` is supported for one label per sample; received "
+                         f"labels of shape {y.shape}.")
+    labels = np.round(labels).astype(np.int64)
+    weights = np.ones(labels.shape[0], np.float64)
+    for cls, weight in class_weight.items():
+        weights[labels == int(cls)] = weight
+    return weights
+
+
 def _check_batch_size(batch_size):
     if batch_size is None:
         return 32
@@ -48,13 +72,6 @@ def _check_verbose(verbose):
     if verbose not in (0, 1, 2, "auto"):
         raise ValueError(f"`verbose` must be 0, 1, 2 or 'auto'; received {verbose!r}.")
     return 1 if verbose == "auto" else verbose
-
-
-def _not_yet(**arguments):
-    for name, value in arguments.items():
-        if value is not None:
-            raise NotImplementedError(f"`{name}` is not supported by cgru's training loop "
-                                      "yet: losses are not weighted per sample.")
 
 
 @saving.register_serializable
@@ -229,6 +246,21 @@ class Sequential:
             self.build(x.shape[1:])
         return x.astype(first.dtype, copy=False)
 
+    def _prepare_sample_weight(self, sample_weight, y, arg="sample_weight"):
+        """Per-sample weights (N,) or per-step weights (N, T) as a float array, or None."""
+        if sample_weight is None:
+            return None
+        sample_weight = np.asarray(sample_weight)
+        if not (np.issubdtype(sample_weight.dtype, np.number)
+                or sample_weight.dtype == np.bool_):
+            raise TypeError(f"`{arg}` must be numeric; received dtype {sample_weight.dtype}.")
+        if sample_weight.ndim == 0 or sample_weight.shape[0] != y.shape[0] \
+                or sample_weight.ndim > 2:
+            raise ValueError(f"`{arg}` must have shape (samples,) or (samples, timesteps) "
+                             f"with {y.shape[0]} samples; received shape "
+                             f"{sample_weight.shape}.")
+        return sample_weight.astype(self.layers[-1].dtype, copy=False)
+
     def _output_shape_for(self, input_shape):
         shape = tuple(input_shape)
         for layer in self.layers:
@@ -266,10 +298,10 @@ class Sequential:
             metrics = []
         elif isinstance(metrics, str):
             metrics = [metrics]
-        for m in metrics:
-            if not isinstance(m, str):
-                raise TypeError(f"Metrics are given by name; received {m!r}.")
-            metrics_mod.get(m, (1, 1), (1, 1))  # unknown names fail now, not in fit
+        # names, classes, instances or dicts, as Keras takes them; unknown ones fail now
+        names = [metrics_mod.get(m, (1, 1), (1, 1)).name for m in metrics]
+        if len(set(names)) != len(names):
+            raise ValueError(f"Two metrics have the same name: {names}.")
         self._metric_names = list(metrics)
         self.compiled = True
 
@@ -279,8 +311,9 @@ class Sequential:
             return None
         return {"optimizer": optimizers_mod.serialize(self.optimizer),
                 "optimizer_built": self.optimizer.built,
-                "loss": None if self.loss is None else self.loss.name,
-                "metrics": list(self._metric_names)}
+                "loss": None if self.loss is None else losses_mod.serialize(self.loss),
+                "metrics": [m if isinstance(m, str) else metrics_mod.serialize(
+                    metrics_mod.get(m)) for m in self._metric_names]}
 
     def compile_from_config(self, config, optimizer_variables=()):
         """Compiles as ``get_compile_config`` says, the optimizer's state restored from
@@ -323,10 +356,8 @@ class Sequential:
             mask = layer.compute_mask(x, mask)
             x = out
             ctxs.append((ctx, came_in, None if layer.activity_regularizer is None else x))
-        if mask is not None:
-            raise NotImplementedError(
-                f"The output of layer '{self.layers[-1].name}' carries a mask, which Keras "
-                "applies to the loss and metrics; cgru does not weight losses by masks yet.")
+        ctxs = _Trace(ctxs)
+        ctxs.output_mask = mask     # Keras weights the loss and metrics by it
         return x, ctxs
 
     def _trainable_variables(self):
@@ -347,13 +378,15 @@ class Sequential:
                 penalty += layer.activity_regularizer(out) / max(1, out.shape[0])
         return penalty
 
-    def _backward(self, y, y_pred, ctxs, variables=None):
+    def _backward(self, y, y_pred, ctxs, variables=None, sample_weight=None):
         """Gradients of the loss (with the regularizers' penalties) for ``trainable_weights``,
         in their order. ``variables``: ``_trainable_variables()``."""
         last = self.layers[-1]
         at_logits = (last.output_activation is not None
                      and last.output_activation == self.loss.logits_activation)
-        d = self.loss.logits_gradient(y, y_pred) if at_logits else self.loss.gradient(y, y_pred)
+        weighting = dict(sample_weight=sample_weight, mask=getattr(ctxs, "output_mask", None))
+        d = (self.loss.logits_gradient(y, y_pred, **weighting) if at_logits
+             else self.loss.gradient(y, y_pred, **weighting))
         grads = []
         for i in range(len(self.layers) - 1, -1, -1):
             layer = self.layers[i]
@@ -375,21 +408,22 @@ class Sequential:
                 grads[i] = grads[i] + v.regularizer.gradient(v.array)
         return grads
 
-    def _train_step(self, x, y):
-        """One step on a batch; returns (loss, y_pred), the loss with the regularizers'
-        penalties. No update when the loss is not finite. Constraints apply after the
-        update, as Keras's optimizers apply them."""
+    def _train_step(self, x, y, sample_weight=None):
+        """One step on a batch; returns (loss, y_pred, output mask), the loss with the
+        regularizers' penalties. No update when the loss is not finite. Constraints apply
+        after the update, as Keras's optimizers apply them."""
         y_pred, ctxs = self._forward(x, training=True, need_grad=True)
         variables = self._trainable_variables()
-        loss = self.loss(y, y_pred) + self._regularization_loss(ctxs, variables)
+        loss = self.loss(y, y_pred, sample_weight=sample_weight, mask=ctxs.output_mask) \
+            + self._regularization_loss(ctxs, variables)
         if not math.isfinite(loss):
-            return loss, y_pred
-        grads = self._backward(y, y_pred, ctxs, variables)
+            return loss, y_pred, ctxs.output_mask
+        grads = self._backward(y, y_pred, ctxs, variables, sample_weight)
         self.optimizer.apply([v.array for v in variables], grads)
         for v in variables:
             if v.constraint is not None:
                 v.array[...] = v.constraint(v.array)
-        return loss, y_pred
+        return loss, y_pred, ctxs.output_mask
 
     def __call__(self, x, training=False):
         x = self._prepare_x(x)
@@ -415,8 +449,10 @@ class Sequential:
             raise ValueError("`validation_freq` must be a positive integer; received "
                              f"{validation_freq!r}.")
         verbose = _check_verbose(verbose)
-        _not_yet(sample_weight=sample_weight, class_weight=class_weight)
         if is_batch_source(x):
+            if class_weight is not None:
+                raise ValueError("`class_weight` is supported for arrays; a generator or a "
+                                 "PyDataset yields its own sample weights.")
             if validation_split:
                 raise ValueError("`validation_split` is only supported for arrays; use "
                                  "`validation_data` with a generator or a PyDataset.")
@@ -424,6 +460,11 @@ class Sequential:
         else:
             x = self._prepare_x(x)
             y = self._prepare_y(y, x.shape)
+            if class_weight is not None:
+                if sample_weight is not None:
+                    raise ValueError("Give `sample_weight` or `class_weight`, not both.")
+                sample_weight = _class_weights(y, class_weight)
+            sample_weight = self._prepare_sample_weight(sample_weight, y)
             if validation_split and validation_data is None:
                 # Keras: the last fraction of the data, taken before any shuffling
                 split_at = int(math.floor(x.shape[0] * (1.0 - validation_split)))
@@ -431,21 +472,25 @@ class Sequential:
                     raise ValueError(f"`validation_split={validation_split}` leaves no "
                                      f"training or no validation samples out of "
                                      f"{x.shape[0]}.")
-                x, validation_data = x[:split_at], (x[split_at:], y[split_at:])
-                y = y[:split_at]
+                validation_data = (x[split_at:], y[split_at:]) if sample_weight is None else (
+                    x[split_at:], y[split_at:], sample_weight[split_at:])
+                x, y = x[:split_at], y[:split_at]
+                if sample_weight is not None:
+                    sample_weight = sample_weight[:split_at]
             if x.shape[0] == 0:
                 raise ValueError("`x` holds no samples; fit() needs at least one.")
-            adapter = make_adapter(x, y, batch_size, shuffle, self._shuffle_rng)
+            adapter = make_adapter(x, y, batch_size, shuffle, self._shuffle_rng, sample_weight)
         if validation_data is not None and not is_batch_source(validation_data):
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (
                     2, 3):
                 raise ValueError("`validation_data` must be a tuple (x_val, y_val), a "
                                  "generator or a PyDataset.")
-            if len(validation_data) == 3:
-                _not_yet(sample_weight=validation_data[2])
             x_val = self._prepare_x(validation_data[0], "validation_data[0]")
             y_val = self._prepare_y(validation_data[1], x_val.shape, "validation_data[1]")
-            validation_data = (x_val, y_val)
+            sw_val = self._prepare_sample_weight(
+                validation_data[2] if len(validation_data) == 3 else None, y_val,
+                "validation_data[2]")
+            validation_data = (x_val, y_val, sw_val)
         epochs_iterator = EpochIterator(adapter, steps_per_epoch)
         steps = epochs_iterator.num_steps
 
@@ -467,14 +512,15 @@ class Sequential:
             loss_sum, seen, logs, done = 0.0, 0, {}, 0
             for m in metrics or ():
                 m.reset_state()
-            for step, (xb, yb, _) in epochs_iterator.epoch():
+            for step, (xb, yb, swb) in epochs_iterator.epoch():
                 if not adapter.validated:
                     xb = self._prepare_x(xb, "x (a batch)")
                     yb = self._prepare_y(yb, xb.shape, "y (a batch)")
+                    swb = self._prepare_sample_weight(swb, yb, "sample_weight (a batch)")
                 if metrics is None:
                     metrics = self._make_metrics(yb.shape)
                 cbs.on_train_batch_begin(step)
-                loss, y_pred = self._train_step(xb, yb)
+                loss, y_pred, mask = self._train_step(xb, yb, swb)
                 loss_sum += loss * len(xb)
                 seen += len(xb)
                 done = step + 1
@@ -488,7 +534,7 @@ class Sequential:
                     self.stop_training = True
                     break
                 for m in metrics:
-                    m.update_state(yb, y_pred)
+                    m.update_state(yb, y_pred, mask=mask)   # unweighted, as Keras's `metrics`
                     logs[m.name] = m.result()
                 cbs.on_train_batch_end(step, logs)
                 if self.stop_training:
@@ -536,26 +582,30 @@ class Sequential:
         if is_batch_source(data):
             adapter = make_adapter(data, None, batch_size, False, None)
         else:
-            adapter = make_adapter(data[0], data[1], batch_size, False, None)
+            adapter = make_adapter(data[0], data[1], batch_size, False, None,
+                                   data[2] if len(data) == 3 else None)
         iterator = EpochIterator(adapter, steps)
         cbs = self._callback_list(callbacks, {"steps": iterator.num_steps, "verbose": verbose})
         bar = Progbar(iterator.num_steps, verbose=verbose)
         metrics, loss_sum, seen, logs, done = None, 0.0, 0, {}, 0
         cbs.on_test_begin()
-        for step, (xb, yb, _) in iterator.epoch():
+        for step, (xb, yb, swb) in iterator.epoch():
             if not adapter.validated:
                 xb = self._prepare_x(xb, "x (a batch)")
                 yb = self._prepare_y(yb, xb.shape, "y (a batch)")
+                swb = self._prepare_sample_weight(swb, yb, "sample_weight (a batch)")
             if len(xb) == 0:
                 break
             if metrics is None:
                 metrics = self._make_metrics(yb.shape)
             cbs.on_test_batch_begin(step)
             y_pred, ctxs = self._forward(xb)
-            loss_sum += (self.loss(yb, y_pred) + self._regularization_loss(ctxs)) * len(xb)
+            mask = ctxs.output_mask
+            loss_sum += (self.loss(yb, y_pred, sample_weight=swb, mask=mask)
+                         + self._regularization_loss(ctxs)) * len(xb)
             seen += len(xb)
             for m in metrics:
-                m.update_state(yb, y_pred)
+                m.update_state(yb, y_pred, mask=mask)   # unweighted, as Keras's `metrics`
             logs = {"loss": loss_sum / seen, **{m.name: m.result() for m in metrics}}
             cbs.on_test_batch_end(step, logs)
             done = step + 1
@@ -578,9 +628,8 @@ class Sequential:
         self._require_compiled("evaluate")
         batch_size = _check_batch_size(batch_size)
         verbose = _check_verbose(verbose)
-        _not_yet(sample_weight=sample_weight)
         if is_batch_source(x):
-            if y is not None:
+            if y is not None or sample_weight is not None:
                 raise ValueError("`y` must not be given when `x` is a generator or a "
                                  "PyDataset: it yields the targets with the inputs.")
             data = x
@@ -589,14 +638,14 @@ class Sequential:
             y = self._prepare_y(y, x.shape)
             if x.shape[0] == 0:
                 raise ValueError("`x` holds no samples; evaluate() needs at least one.")
-            data = (x, y)
+            data = (x, y, self._prepare_sample_weight(sample_weight, y))
         logs = self._run_evaluation(data, batch_size, steps, verbose=verbose,
                                     callbacks=callbacks)
         if return_dict:
             return dict(logs)
         if not self._metric_names:
             return logs["loss"]
-        return [logs["loss"]] + [logs[m] for m in self._metric_names]
+        return list(logs.values())          # the loss, then each metric in compile's order
 
     def predict(self, x, batch_size=None, verbose=0, steps=None, callbacks=None):
         """The model's output for arrays, or for a generator or PyDataset of x batches
@@ -633,30 +682,33 @@ class Sequential:
                        return_dict=False):
         """One training step on one batch; returns the loss (with metrics, as evaluate)."""
         self._require_compiled("train_on_batch")
-        _not_yet(sample_weight=sample_weight, class_weight=class_weight)
         x = self._prepare_x(x)
         y = self._prepare_y(y, x.shape)
-        loss, y_pred = self._train_step(x, y)
-        return self._batch_logs(loss, y, y_pred, return_dict)
+        if class_weight is not None:
+            sample_weight = _class_weights(y, class_weight)
+        sample_weight = self._prepare_sample_weight(sample_weight, y)
+        loss, y_pred, mask = self._train_step(x, y, sample_weight)
+        return self._batch_logs(loss, y, y_pred, return_dict, sample_weight, mask)
 
     def test_on_batch(self, x, y=None, sample_weight=None, return_dict=False):
         """The loss (with metrics, as evaluate) on one batch, without training."""
         self._require_compiled("test_on_batch")
-        _not_yet(sample_weight=sample_weight)
         x = self._prepare_x(x)
         y = self._prepare_y(y, x.shape)
+        sample_weight = self._prepare_sample_weight(sample_weight, y)
         y_pred, ctxs = self._forward(x)
-        loss = self.loss(y, y_pred) + self._regularization_loss(ctxs)
-        return self._batch_logs(loss, y, y_pred, return_dict)
+        loss = self.loss(y, y_pred, sample_weight=sample_weight, mask=ctxs.output_mask) \
+            + self._regularization_loss(ctxs)
+        return self._batch_logs(loss, y, y_pred, return_dict, sample_weight, ctxs.output_mask)
 
     def predict_on_batch(self, x):
         """The model's output on one batch."""
         return self._forward(self._prepare_x(x))[0]
 
-    def _batch_logs(self, loss, y, y_pred, return_dict):
+    def _batch_logs(self, loss, y, y_pred, return_dict, sample_weight=None, mask=None):
         logs = {"loss": float(loss)}
         for m in self._make_metrics(y.shape):
-            m.update_state(y, y_pred)
+            m.update_state(y, y_pred, mask=mask)   # unweighted, as Keras's `metrics`
             logs[m.name] = m.result()
         if return_dict:
             return logs

@@ -103,7 +103,7 @@ def test_plain_generator_runs_one_pass_an_epoch_and_predict_takes_x_batches():
     with pytest.warns(UserWarning, match="ran out of data"):
         history = c_model.fit(_batches(x, y), steps_per_epoch=2, epochs=5, verbose=0)
     assert len(history.history["loss"]) == 2           # 3 batches: the second epoch ends it
-    with pytest.raises(ValueError, match="`y` must not be given"):
+    with pytest.raises(ValueError, match="`y` and `sample_weight` must not be given"):
         c_model.fit(_batches(x, y), y, verbose=0)
     with pytest.raises(ValueError, match=r"y \(a batch\)"):
         c_model.fit(iter([(x[:4], y[:3])]), verbose=0)
@@ -126,10 +126,64 @@ def test_on_batch_methods_match_keras():
         np.testing.assert_allclose(cw, kw, rtol=1e-4, atol=2e-6)
 
 
-def test_sample_weights_are_a_clear_error_for_now():
+def test_sample_and_class_weights_match_keras():
     x, y = _data()
-    _, c_model = _twins()
-    with pytest.raises(NotImplementedError, match="sample_weight"):
-        c_model.fit(x, y, sample_weight=np.ones(N), verbose=0)
-    with pytest.raises(NotImplementedError, match="class_weight"):
-        c_model.fit(x, y, class_weight={0: 1.0, 1: 2.0}, verbose=0)
+    weights = np.random.default_rng(1).uniform(0.2, 2.0, N).astype(np.float32)
+    for fit_kw in (dict(sample_weight=weights), dict(class_weight={0: 0.5, 1: 2.0})):
+        k_model, c_model = _twins()
+        kh = k_model.fit(x, y, batch_size=BATCH, epochs=3, shuffle=False, verbose=0,
+                         validation_data=(x[:8], y[:8], weights[:8]), **fit_kw)
+        ch = c_model.fit(x, y, batch_size=BATCH, epochs=3, shuffle=False, verbose=0,
+                         validation_data=(x[:8], y[:8], weights[:8]), **fit_kw)
+        _assert_same(kh, ch, k_model, c_model)
+    np.testing.assert_allclose(
+        c_model.evaluate(x, y, sample_weight=weights, batch_size=BATCH),
+        k_model.evaluate(x, y, sample_weight=weights, batch_size=BATCH, verbose=0), rtol=1e-5)
+    with pytest.raises(ValueError, match=r"sample_weight.*\(3,\)"):
+        c_model.fit(x, y, sample_weight=np.ones(3), verbose=0)
+
+
+def test_a_mask_reaching_the_loss_weights_it_like_keras():
+    """Embedding(mask_zero) -> TimeDistributed(Dense): the mask reaches the loss and the
+    metrics, which average over the valid steps only."""
+    from cgru.layers import Embedding, TimeDistributed
+    rng = np.random.default_rng(2)
+    ids = rng.integers(1, 9, (N, T))
+    ids[:, 3:] *= rng.random((N, T - 3)) > 0.5          # zeros: masked steps
+    targets = (ids % 2).astype(np.float32)[..., None]
+    keras.utils.set_random_seed(0)
+    k_model = keras.Sequential([keras.Input((T,), dtype="int32"),
+                                keras.layers.Embedding(10, 4, mask_zero=True),
+                                keras.layers.TimeDistributed(
+                                    keras.layers.Dense(1, activation="sigmoid"))])
+    c_model = Sequential([Embedding(10, 4, mask_zero=True, input_shape=(T,)),
+                          TimeDistributed(Dense(1, activation="sigmoid"))])
+    c_model.set_weights(k_model.get_weights())
+    for model, module in ((k_model, keras.optimizers), (c_model, copt)):
+        model.compile(optimizer=module.SGD(0.5), loss="binary_crossentropy",
+                      metrics=["accuracy"])
+    kh = k_model.fit(ids, targets, batch_size=BATCH, epochs=3, shuffle=False, verbose=0)
+    ch = c_model.fit(ids, targets, batch_size=BATCH, epochs=3, shuffle=False, verbose=0)
+    _assert_same(kh, ch, k_model, c_model)
+
+
+def test_metrics_by_class_and_instance_match_keras(tmp_path):
+    import cgru
+    from cgru import metrics
+    x, y = _data()
+    k_model, c_model = _twins()
+    k_model.compile(optimizer=keras.optimizers.Adam(0.01), loss="binary_crossentropy",
+                    metrics=[keras.metrics.AUC(name="auc"), keras.metrics.Precision(),
+                             "mae"])
+    c_model.compile(optimizer=copt.Adam(0.01), loss="binary_crossentropy",
+                    metrics=[metrics.AUC(name="auc"), metrics.Precision, "mae"])
+    kh = k_model.fit(x, y, batch_size=BATCH, epochs=2, shuffle=False, verbose=0,
+                     validation_data=(x[:8], y[:8]))
+    ch = c_model.fit(x, y, batch_size=BATCH, epochs=2, shuffle=False, verbose=0,
+                     validation_data=(x[:8], y[:8]))
+    _assert_same(kh, ch, k_model, c_model)
+    np.testing.assert_allclose(c_model.evaluate(x, y), k_model.evaluate(x, y, verbose=0),
+                               rtol=1e-5)
+    c_model.save(tmp_path / "m.npz")
+    loaded = cgru.load_model(tmp_path / "m.npz")
+    assert loaded.evaluate(x, y, return_dict=True) == c_model.evaluate(x, y, return_dict=True)

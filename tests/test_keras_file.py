@@ -363,3 +363,17 @@ def test_model_save_and_load_model_choose_the_format_by_name(tmp_path):
             model.save(tmp_path / name)
     assert sorted(os.listdir(tmp_path)) == ["ckpt-1.keras", "ckpt-2.keras", "m.keras",
                                             "m.weights.h5"]
+
+
+def test_loss_options_and_metric_objects_go_to_keras(tmp_path):
+    from cgru import losses, metrics
+    model = Sequential([GRU(3, input_shape=(T, F)), Dense(1)])
+    model.compile(optimizer="adam", loss=losses.Huber(delta=0.5),
+                  metrics=[metrics.RootMeanSquaredError(), "mae"])
+    model.save(tmp_path / "m.keras")
+    kmodel = keras.models.load_model(tmp_path / "m.keras")
+    x = np.random.default_rng(0).standard_normal((4, T, F)).astype(np.float32)
+    y = np.ones((4, 1), np.float32)
+    # errors near 1 exceed delta: the values differ unless delta=0.5 reached Keras
+    np.testing.assert_allclose(kmodel.evaluate(x, y, verbose=0), model.evaluate(x, y),
+                               rtol=1e-5)
