@@ -52,30 +52,39 @@ def _check_decay_steps(name, value):
         raise ValueError(f"Argument `{name}` must be > 0. Received: {name}={value}")
 
 
-class ExponentialDecay(LearningRateSchedule):
-    """``initial_learning_rate * decay_rate ** (step / decay_steps)`` (floored with
-    ``staircase``)."""
+class _RateDecay(LearningRateSchedule):
+    """What ExponentialDecay and InverseTimeDecay share: their arguments, and the progress
+    ``step / decay_steps`` in the learning rate's dtype (floored with ``staircase``)."""
 
     def __init__(self, initial_learning_rate, decay_steps, decay_rate, staircase=False,
-                 name="ExponentialDecay"):
+                 name=None):
         _check_decay_steps("decay_steps", decay_steps)
         self.initial_learning_rate = initial_learning_rate
         self.decay_steps = decay_steps
         self.decay_rate = decay_rate
         self.staircase = staircase
-        self.name = name
+        self.name = type(self).__name__ if name is None else name
 
     def __call__(self, step):
         t = _compute_dtype(self.initial_learning_rate)
         p = t(step) / t(self.decay_steps)
         if self.staircase:
             p = np.floor(p)
-        return t(self.initial_learning_rate) * np.power(t(self.decay_rate), p)
+        return self._decay(t, t(self.initial_learning_rate), t(self.decay_rate), p)
 
     def get_config(self):
         return {"initial_learning_rate": self.initial_learning_rate,
                 "decay_steps": self.decay_steps, "decay_rate": self.decay_rate,
                 "staircase": self.staircase, "name": self.name}
+
+
+class ExponentialDecay(_RateDecay):
+    """``initial_learning_rate * decay_rate ** (step / decay_steps)`` (floored with
+    ``staircase``)."""
+
+    @staticmethod
+    def _decay(t, initial, rate, p):
+        return initial * np.power(rate, p)
 
 
 class PiecewiseConstantDecay(LearningRateSchedule):
@@ -133,30 +142,13 @@ class PolynomialDecay(LearningRateSchedule):
                 "power": self.power, "cycle": self.cycle, "name": self.name}
 
 
-class InverseTimeDecay(LearningRateSchedule):
+class InverseTimeDecay(_RateDecay):
     """``initial_learning_rate / (1 + decay_rate * step / decay_steps)`` (floored with
     ``staircase``)."""
 
-    def __init__(self, initial_learning_rate, decay_steps, decay_rate, staircase=False,
-                 name="InverseTimeDecay"):
-        _check_decay_steps("decay_steps", decay_steps)
-        self.initial_learning_rate = initial_learning_rate
-        self.decay_steps = decay_steps
-        self.decay_rate = decay_rate
-        self.staircase = staircase
-        self.name = name
-
-    def __call__(self, step):
-        t = _compute_dtype(self.initial_learning_rate)
-        p = t(step) / t(self.decay_steps)
-        if self.staircase:
-            p = np.floor(p)
-        return t(self.initial_learning_rate) / (t(1) + t(self.decay_rate) * p)
-
-    def get_config(self):
-        return {"initial_learning_rate": self.initial_learning_rate,
-                "decay_steps": self.decay_steps, "decay_rate": self.decay_rate,
-                "staircase": self.staircase, "name": self.name}
+    @staticmethod
+    def _decay(t, initial, rate, p):
+        return initial / (t(1) + rate * p)
 
 
 class CosineDecay(LearningRateSchedule):
