@@ -51,20 +51,6 @@ def torch_to_keras(w_ih, w_hh, b_ih, b_hh, reset_after=True):
     return [kernel, recurrent_kernel, bias]
 
 
-def torch_grads_to_keras(dw_ih, dw_hh, db_ih, db_hh, reset_after=True):
-    """Gradients in PyTorch layout -> gradients of the Keras weights.
-
-    With reset_after=False the kernels' b_hh is a constant zero (Keras has no such
-    weight), so its gradient is dropped rather than folded.
-    """
-    H = dw_hh.shape[1]
-    idx = _swap_index(H)
-    dkernel = np.ascontiguousarray(dw_ih[idx].T)
-    drecurrent = np.ascontiguousarray(dw_hh[idx].T)
-    dbias = np.stack([db_ih[idx], db_hh[idx]]) if reset_after else db_ih[idx]
-    return [dkernel, drecurrent, dbias]
-
-
 def slots_layout(model, optimizer, slots, to_keras):
     """Optimizer state (``optimizer.variables()``: each trainable weight's slots, weight by
     weight, then blocks of one array per weight such as EMA copies, then a rule's extra
