@@ -11,30 +11,34 @@ import ctypes
 import glob
 import os
 
-__all__ = ["blas_threads"]
+import threading
+
+__all__ = ["blas_threads", "blas_on_one_thread"]
 
 
-def _find_get_num_threads():
+def _find_thread_functions():
+    """(get, set) of the thread count of SciPy's OpenBLAS, or (None, None)."""
     try:
         import scipy
     except ImportError:
-        return None
+        return None, None
     libs = os.path.join(os.path.dirname(os.path.dirname(scipy.__file__)), "scipy.libs")
     for path in sorted(glob.glob(os.path.join(libs, "*openblas*"))):
         try:
             lib = ctypes.CDLL(path)
         except OSError:
             continue
-        for name in ("openblas_get_num_threads", "scipy_openblas_get_num_threads"):
-            function = getattr(lib, name, None)
-            if function is not None:
-                function.restype = ctypes.c_int
-                function.argtypes = []
-                return function
-    return None
+        for prefix in ("openblas_", "scipy_openblas_"):
+            get = getattr(lib, prefix + "get_num_threads", None)
+            set_ = getattr(lib, prefix + "set_num_threads", None)
+            if get is not None and set_ is not None:
+                get.restype, get.argtypes = ctypes.c_int, []
+                set_.restype, set_.argtypes = None, [ctypes.c_int]
+                return get, set_
+    return None, None
 
 
-_get_num_threads = _find_get_num_threads()
+_get_num_threads, _set_num_threads = _find_thread_functions()
 
 
 def _threads_from_environment():
@@ -52,3 +56,41 @@ def blas_threads():
     if _get_num_threads is not None:
         return max(1, _get_num_threads())
     return _threads_from_environment()
+
+
+class _OneThread:
+    """``with blas_on_one_thread:`` runs the block with SciPy's OpenBLAS on one thread, then
+    gives it back its count. For calls too small to share among threads: at the seed shape
+    (T, B, I, H) = (10, 32, 20, 32) with 2 threads, a forward and backward took 1.3-1.5x
+    longer with OpenBLAS's second thread than without it on a quiet machine, and 5-12x longer
+    on a loaded one (benchmarks/README.md); setting the count costs about 1 us each way.
+    Nested and concurrent blocks (inference from several Python threads) share one count of
+    blocks in flight: the first sets one thread, the last restores what it found."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._inside = 0
+        self._saved = None
+
+    def __enter__(self):
+        if _set_num_threads is None:
+            return self
+        with self._lock:
+            if self._inside == 0:
+                self._saved = _get_num_threads()
+                if self._saved > 1:
+                    _set_num_threads(1)
+            self._inside += 1
+        return self
+
+    def __exit__(self, *exc):
+        if _set_num_threads is None:
+            return False
+        with self._lock:
+            self._inside -= 1
+            if self._inside == 0 and self._saved > 1:
+                _set_num_threads(self._saved)
+        return False
+
+
+blas_on_one_thread = _OneThread()

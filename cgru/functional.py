@@ -8,12 +8,13 @@ native code before it has been checked here: wrong ranks, sizes, dtypes or lengt
 """
 import os
 from collections import namedtuple
+from contextlib import nullcontext
 
 import numpy as np
 
 from cgru._native import _loops, _step
 from cgru._pool import POOL
-from cgru._threads import blas_threads
+from cgru._threads import blas_on_one_thread, blas_threads
 
 __all__ = ["gru_forward", "gru_backward", "GRUGrads", "GRUCache", "GRUCell",
            "set_num_threads", "get_num_threads"]
@@ -214,6 +215,15 @@ def _plan(T, B, I, H, small_gemm=True):
     return False, 1         # small calls or batches, or too few rows to cut: BLAS
 
 
+def _blas_threads(plan, T, B, I, H):
+    """The context a call's BLAS products run in: one thread for a call on BLAS below
+    _PARTS_MIN_FLOPS (too short to share, as for cgru's own parts; see
+    cgru._threads.blas_on_one_thread), else BLAS's own count."""
+    if not plan[0] and 6.0 * T * B * H * (I + H) < _PARTS_MIN_FLOPS:
+        return blas_on_one_thread
+    return nullcontext()
+
+
 def _level(plan):
     """The small GEMM's level a plan runs at (0: BLAS)."""
     return _small_gemm_level if plan[0] else 0
@@ -343,9 +353,10 @@ def _run_forward(x, h0, forward_weights, backward_weights, b_ih, b_hh, lengths, 
         gates = new((T if training else _inference_chunk(T, B), B, 3 * H), dtype)
         hidden_n = new((slots_n, B, H), dtype)
         gates_h = np.empty((B, 3 * H), dtype)
-        _loops.forward(x, w_ih, w_hh, weights_t, b_ih, b_hh,
-                       _NO_LENGTHS if lengths is None else lengths, reset_after,
-                       gates, hidden_n, hs, gates_h, y, level, parts)
+        with _blas_threads(plan, T, B, I, H):
+            _loops.forward(x, w_ih, w_hh, weights_t, b_ih, b_hh,
+                           _NO_LENGTHS if lengths is None else lengths, reset_after,
+                           gates, hidden_n, hs, gates_h, y, level, parts)
     else:
         gates = np.empty((T, B, 3 * H), dtype)
         hidden_n = np.empty((slots_n, B, H), dtype)
@@ -420,11 +431,13 @@ def _run_backward(dy, dh_n, cache, need_dx):
     dy = _no_rows(B, H, dtype) if dy is None else np.ascontiguousarray(dy)
     d_gates = POOL.empty((T, B, 3 * H), dtype)
     d_aux = POOL.empty((T if cache.reset_after else 1, B, H), dtype)
-    _loops.backward(dy, cache.x, cache.w_ih, cache.w_hh, cache.weights_t, cache.gates,
-                    cache.hidden_n, cache.hs,
-                    _NO_LENGTHS if cache.lengths is None else cache.lengths, cache.reset_after,
-                    dh, d_gates, d_aux, dx if need_dx else _no_rows(B, I, dtype), dw_ih,
-                    dw_hh, db_ih, db_hh, cache.level, 1 if _forked_child else cache.plan[1])
+    with _blas_threads(cache.plan, T, B, I, H):
+        _loops.backward(dy, cache.x, cache.w_ih, cache.w_hh, cache.weights_t, cache.gates,
+                        cache.hidden_n, cache.hs,
+                        _NO_LENGTHS if cache.lengths is None else cache.lengths,
+                        cache.reset_after, dh, d_gates, d_aux,
+                        dx if need_dx else _no_rows(B, I, dtype), dw_ih, dw_hh, db_ih, db_hh,
+                        cache.level, 1 if _forked_child else cache.plan[1])
     return dx, dh[T % 2].copy(), dw_ih, dw_hh, db_ih, db_hh
 
 

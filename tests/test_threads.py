@@ -136,3 +136,80 @@ def test_the_small_gemm_switches_off(monkeypatch):
     result = _run_script(script, CGRU_SMALL_GEMM="0")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "done"
+
+
+class _RecordingLoops:
+    """functional's view of the compiled loops, recording BLAS's thread count at each call."""
+
+    def __init__(self, loops):
+        self._loops = loops
+        self.seen = []
+
+    def __getattr__(self, name):
+        return getattr(self._loops, name)
+
+    def forward(self, *args):
+        from cgru import _threads
+        self.seen.append(("forward", _threads.blas_threads()))
+        return self._loops.forward(*args)
+
+    def backward(self, *args):
+        from cgru import _threads
+        self.seen.append(("backward", _threads.blas_threads()))
+        return self._loops.backward(*args)
+
+
+def test_small_calls_on_blas_run_it_on_one_thread(monkeypatch):
+    from cgru import _threads
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    if _threads._set_num_threads is None:
+        pytest.skip("SciPy's BLAS is not OpenBLAS: its thread count cannot be set")
+    recording = _RecordingLoops(functional._loops)
+    monkeypatch.setattr(functional, "_loops", recording)
+    monkeypatch.setattr(functional, "_PLAN_OVERRIDE", (False, 1))
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        before = _threads.blas_threads()
+        x, h0, w_ih, w_hh, b_ih, b_hh = make_gru_inputs(np.random.default_rng(3), 10, 32, 20, 32)
+        y, h_n, cache = functional.gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh)
+        functional.gru_backward(y, h_n, cache)
+        small = list(recording.seen)
+        recording.seen.clear()
+        # a call above the bound keeps BLAS's count
+        x, h0, w_ih, w_hh, b_ih, b_hh = make_gru_inputs(np.random.default_rng(3), 20, 64, 128, 256)
+        y, h_n, cache = functional.gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh)
+        functional.gru_backward(y, h_n, cache)
+        large = list(recording.seen)
+        after = _threads.blas_threads()
+    assert small == [("forward", 1), ("backward", 1)]
+    assert large == [("forward", before), ("backward", before)]
+    assert after == before
+
+
+def test_one_thread_blocks_nest_and_overlap_without_losing_the_count():
+    import threading
+    from cgru import _threads
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    if _threads._set_num_threads is None:
+        pytest.skip("SciPy's BLAS is not OpenBLAS: its thread count cannot be set")
+    with threadpoolctl.threadpool_limits(3, user_api="blas"):
+        before = _threads.blas_threads()
+        with _threads.blas_on_one_thread:
+            with _threads.blas_on_one_thread:
+                assert _threads.blas_threads() == 1
+            assert _threads.blas_threads() == 1
+        assert _threads.blas_threads() == before
+        inside, release = threading.Barrier(2), threading.Event()
+
+        def worker():
+            with _threads.blas_on_one_thread:
+                inside.wait()
+                release.wait()
+
+        other = threading.Thread(target=worker)
+        other.start()
+        with _threads.blas_on_one_thread:
+            inside.wait()
+        assert _threads.blas_threads() == 1        # the other block is still inside
+        release.set()
+        other.join()
+        assert _threads.blas_threads() == before
