@@ -185,6 +185,8 @@ def _generic_to_keras(spec, layer):
     config.setdefault("activity_regularizer",
                       _keras_entry(layer.activity_regularizer, "regularizers"))
     config.update(spec.fixed)
+    for key in spec.omit:
+        config.pop(key, None)
     return config
 
 
@@ -318,12 +320,13 @@ class _Spec:
     Keras config has a ``seed``. ``from_keras``/``to_keras``/``parts``: replacements for the
     generic mapping, the generic config writer and the layer's HDF5 parts (``(sub path,
     layer)`` pairs whose ``get_weights`` fill ``<sub path>/vars``). ``ids``: the layer takes
-    integer ids (a model starting with it has an int32 input)."""
+    integer ids (a model starting with it has an int32 input). ``omit``: keys the Keras class
+    does not take."""
 
     def __init__(self, cls, group, *, fixed=None, seed=False, from_keras=None,
-                 to_keras=None, parts=None, ids=False):
+                 to_keras=None, parts=None, ids=False, omit=()):
         self.cls, self.group, self.fixed, self.seed = cls, group, dict(fixed or {}), seed
-        self.ids = ids
+        self.ids, self.omit = ids, omit
         self.from_keras = from_keras or _generic_from_keras
         self.to_keras = to_keras or _generic_to_keras
         self.parts = parts or _own_weights
@@ -364,7 +367,8 @@ LAYERS = {
                                 fixed={"renorm": False, "synchronized": False}),
     "LayerNormalization": _Spec(L.LayerNormalization, "layer_normalization",
                                 fixed={"rms_scaling": False}),
-    "SpatialDropout1D": _Spec(L.SpatialDropout1D, "spatial_dropout1d", seed=True),
+    "SpatialDropout1D": _Spec(L.SpatialDropout1D, "spatial_dropout1d", seed=True,
+                              omit=("trainable", "activity_regularizer")),
     "GaussianNoise": _Spec(L.GaussianNoise, "gaussian_noise", seed=True),
     "GaussianDropout": _Spec(L.GaussianDropout, "gaussian_dropout", seed=True),
 }
