@@ -223,10 +223,23 @@ def _gru_from_keras(spec, config, input_shape, where):
                              "return_state": False})
     seed = config.get("seed")
     kwargs = {}
+    if config.get("zero_output_for_mask"):
+        # masked steps' outputs zero instead of repeated: passed on to a GRU that has it
+        kwargs["zero_output_for_mask"] = True
     for key, default in (("kernel_initializer", "glorot_uniform"),
                          ("recurrent_initializer", "orthogonal"),
                          ("bias_initializer", "zeros")):
         kwargs[key] = _initializer_from_keras(config.get(key)) or default
+    try:
+        return _gru_of(config, input_shape, where, seed, kwargs)
+    except TypeError as e:
+        if "zero_output_for_mask" not in str(e):
+            raise
+        raise NotImplementedError(f"{where}: zero_output_for_mask=True is not supported by "
+                                  f"cgru's GRU ({e}).") from None
+
+
+def _gru_of(config, input_shape, where, seed, kwargs):
     return L.GRU(config["units"], return_sequences=bool(config.get("return_sequences", False)),
                  use_bias=bool(config.get("use_bias", True)),
                  trainable=bool(config.get("trainable", True)),
@@ -251,7 +264,8 @@ def _gru_to_keras(spec, layer):
     return {"name": layer.name, "trainable": layer.trainable, "dtype": layer.dtype.name,
             "return_sequences": layer.return_sequences, "return_state": False,
             "go_backwards": layer.go_backwards, "stateful": False, "unroll": False,
-            "zero_output_for_mask": False, "units": layer.units, "activation": "tanh",
+            "zero_output_for_mask": bool(getattr(layer, "zero_output_for_mask", False)),
+            "units": layer.units, "activation": "tanh",
             "recurrent_activation": "sigmoid", "use_bias": layer.use_bias,
             **_penalty_entries(layer, ("kernel", "recurrent", "bias")),
             "kernel_initializer": config["kernel_initializer"],
