@@ -569,8 +569,8 @@ def _input_shape(layers):
     current = tuple(free)
     try:
         for layer in layers:
-            if layer.weights and current[-1] is None:
-                return shape
+            if layer.weights and current[-1] is None and _exporter(layer) not in _TAKES_IDS:
+                return shape    # a weight's size follows the time axis
             current = tuple(layer.compute_output_shape(current))
     except (TypeError, ValueError):
         return shape

@@ -487,7 +487,7 @@ def _model_input_shape(model):
     current = tuple(free)
     try:
         for layer in model.layers:
-            if layer.weights and current[-1] is None:
+            if layer.weights and current[-1] is None and not _spec_of(layer)[1].ids:
                 return shape    # a weight's size follows the time axis
             current = tuple(layer.compute_output_shape(current))
     except (TypeError, ValueError):
