@@ -280,7 +280,10 @@ def _bidirectional_from_keras(spec, config, input_shape, where):
     if inner.get("class_name") != "GRU":
         raise NotImplementedError(f"{where} wraps a Keras {inner.get('class_name')} layer; "
                                   "cgru's Bidirectional wraps GRU layers only.")
-    forward = _gru_from_keras(spec, inner["config"], None, f"{where} (forward layer)")
+    # Keras's Bidirectional sets its halves' zero_output_for_mask itself (to
+    # return_sequences), whatever the wrapped layer's config says
+    forward = _gru_from_keras(spec, dict(inner["config"], zero_output_for_mask=False), None,
+                              f"{where} (forward layer)")
     backward = config.get("backward_layer")
     if backward is not None:
         if backward.get("class_name") != "GRU":

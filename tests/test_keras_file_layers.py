@@ -333,3 +333,18 @@ def test_cgru_layer_without_keras_equivalent_is_named(tmp_path):
     with pytest.raises(NotImplementedError, match=r"'scale.*\(Scale\) has no Keras file"):
         save_keras_model(model, tmp_path / "m.keras")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_gru_zero_output_for_mask_is_kept_or_named(tmp_path):
+    """Keras's zero_output_for_mask changes a masked GRU's outputs: a loaded GRU keeps it, or
+    the load fails naming it; never dropped."""
+    kmodel = keras.Sequential([keras.Input((T, F)), keras.layers.Masking(),
+                               keras.layers.GRU(3, zero_output_for_mask=True,
+                                                return_sequences=True)])
+    kmodel.save(tmp_path / "k.keras")
+    try:
+        model = load_keras_model(tmp_path / "k.keras")
+    except NotImplementedError as e:
+        assert "zero_output_for_mask=True" in str(e)
+    else:
+        assert model.layers[1].zero_output_for_mask is True
