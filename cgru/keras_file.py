@@ -25,9 +25,13 @@ Keras's argument names and refuse, naming it, an option they cannot compute) and
 cgru layer's ``get_config`` back in Keras's form. The model-level code (a Sequential's config
 and the HDF5 walk over a list of layers) never names a layer class.
 
-The optimizer's slots are stored in Keras's order: for Adam and SGD weight by weight
-(momentum, velocity of the first weight, then of the second, ...), for RMSprop slot by slot
-(every velocity, then every momentum, then every average gradient).
+The optimizer's variables are stored in Keras's order: iterations, the learning rate (unless
+it is a schedule), then the slots in the groups Keras makes them, each group weight by weight
+(Adam's momentum and velocity of the first weight, then of the second, ..., then amsgrad's
+velocity_hat of each; RMSprop slot by slot: every velocity, then every momentum, then every
+average gradient), then a rule's extra state (Nadam's running product). Every cgru optimizer
+goes both ways (not yet with ``use_ema`` or ``gradient_accumulation_steps``, whose state
+Keras orders differently: refused, naming them).
 
 Needs ``h5py`` (``pip install "cgru[keras]"``); Keras itself is not needed.
 """
@@ -578,10 +582,13 @@ def _write_layer_weights(name, layers, h5):
 # ---------------------------------------------------------------------------------------------
 # optimizer and compile settings
 # ---------------------------------------------------------------------------------------------
-_KERAS_OPTIMIZER_DEFAULTS = {"weight_decay": None, "global_clipnorm": None,
-                             "clipvalue": None, "use_ema": False,
-                             "loss_scale_factor": None, "gradient_accumulation_steps": None}
-_SLOT_MAJOR = {"RMSprop"}  # Keras stores these slot by slot, the others weight by weight
+# Options whose state Keras keeps in another order than cgru (EMA copies and gradient
+# accumulators come first in Keras's variables): refused both ways for now.
+_KERAS_OPTIMIZER_DEFAULTS = {"use_ema": False, "gradient_accumulation_steps": None}
+
+
+def _optimizer_classes():
+    return {cls.__name__: cls for cls in optimizers_mod._OPTIMIZERS.values()}
 
 
 def _optimizer_from_keras(entry):
@@ -590,46 +597,40 @@ def _optimizer_from_keras(entry):
     class_name = entry.get("class_name")
     config = dict(entry.get("config", {}))
     where = f"Keras optimizer {class_name!r}"
-    if class_name not in ("Adam", "SGD", "RMSprop"):
-        raise NotImplementedError(f"{where} has no cgru equivalent (cgru has Adam, SGD, "
-                                  "RMSprop).")
-    _require(config, where, {**_KERAS_OPTIMIZER_DEFAULTS, "amsgrad": False})
-    if isinstance(config.get("learning_rate"), dict):
-        raise NotImplementedError(f"{where}: learning-rate schedules are not supported by "
-                                  "cgru.")
-    common = {"learning_rate": float(config.get("learning_rate", 0.001)),
-              "clipnorm": config.get("clipnorm")}
-    if class_name == "Adam":
-        return optimizers_mod.Adam(beta_1=config.get("beta_1", 0.9),
-                                   beta_2=config.get("beta_2", 0.999),
-                                   epsilon=config.get("epsilon", 1e-7), **common)
-    if class_name == "SGD":
-        return optimizers_mod.SGD(momentum=config.get("momentum", 0.0),
-                                  nesterov=bool(config.get("nesterov", False)), **common)
-    return optimizers_mod.RMSprop(rho=config.get("rho", 0.9),
-                                  momentum=config.get("momentum", 0.0),
-                                  epsilon=config.get("epsilon", 1e-7),
-                                  centered=bool(config.get("centered", False)), **common)
+    classes = _optimizer_classes()
+    if class_name not in classes:
+        raise NotImplementedError(f"{where} has no cgru equivalent (cgru has "
+                                  f"{', '.join(sorted(classes))}).")
+    _require(config, where, _KERAS_OPTIMIZER_DEFAULTS)
+    config.pop("ema_momentum", None)
+    config.pop("ema_overwrite_frequency", None)
+    lr = config.get("learning_rate")
+    if isinstance(lr, dict):
+        lr = {"class_name": lr.get("class_name"), "config": lr.get("config", {})}
+        try:
+            config["learning_rate"] = optimizers_mod.schedules.deserialize(lr)
+        except (ValueError, TypeError) as e:
+            raise NotImplementedError(f"{where}: learning-rate schedule "
+                                      f"{lr['class_name']!r} is not supported ({e}).") from None
+    try:
+        return classes[class_name](**config)
+    except (TypeError, ValueError) as e:
+        raise NotImplementedError(f"{where}: cgru cannot build it from its Keras config "
+                                  f"({e}).") from None
 
 
 def _keras_optimizer_entry(optimizer):
-    config = optimizer.get_config()
     class_name = type(optimizer).__name__
-    keras_config = {"name": config.get("name", class_name.lower()),
-                    "learning_rate": optimizer.learning_rate, "clipnorm": optimizer.clipnorm,
-                    **_KERAS_OPTIMIZER_DEFAULTS, "ema_momentum": 0.99,
-                    "ema_overwrite_frequency": None}
-    if class_name == "Adam":
-        keras_config.update(beta_1=config["beta_1"], beta_2=config["beta_2"],
-                            epsilon=config["epsilon"], amsgrad=False)
-    elif class_name == "SGD":
-        keras_config.update(momentum=config["momentum"], nesterov=config["nesterov"])
-    elif class_name == "RMSprop":
-        keras_config.update(rho=config["rho"], momentum=config["momentum"],
-                            epsilon=config["epsilon"], centered=config["centered"])
-    else:
+    if class_name not in _optimizer_classes():
         raise NotImplementedError(f"Optimizer {class_name} has no Keras file equivalent.")
-    return {"module": "keras.optimizers", "class_name": class_name, "config": keras_config,
+    config = optimizer.get_config()
+    _require(config, f"Optimizer {class_name}", _KERAS_OPTIMIZER_DEFAULTS)
+    lr = config["learning_rate"]
+    if isinstance(lr, dict):
+        config["learning_rate"] = {"module": "keras.optimizers.schedules",
+                                   "class_name": lr["class_name"], "config": lr["config"],
+                                   "registered_name": None}
+    return {"module": "keras.optimizers", "class_name": class_name, "config": config,
             "registered_name": None}
 
 
@@ -677,15 +678,47 @@ def _keras_compile_config(model):
             "steps_per_execution": 1}
 
 
-def _reorder(arrays, n_weights, slot_major, inverse):
-    """Slot arrays from cgru's order (weight by weight) to Keras's, or back with ``inverse``;
-    only slot-major optimizers (RMSprop) differ."""
-    if not slot_major or not arrays:
-        return list(arrays)
-    n_slots = len(arrays) // n_weights
-    if inverse:  # Keras slot-major -> cgru weight-major
-        return [arrays[s * n_weights + w] for w in range(n_weights) for s in range(n_slots)]
-    return [arrays[w * n_slots + s] for s in range(n_slots) for w in range(n_weights)]
+def _keras_slot_groups(optimizer):
+    """The optimizer's slot names in the groups Keras 3 creates them: each group weight by
+    weight (for each weight, its slots of the group), one group after the other. Adam's
+    ``velocity_hat`` (amsgrad) and each of RMSprop's slots make groups of their own."""
+    names = list(optimizer._active_slots())
+    if isinstance(optimizer, optimizers_mod.RMSprop):
+        return [[name] for name in names]
+    groups = [[n for n in names if n != "velocity_hat"]]
+    if "velocity_hat" in names:
+        groups.append(["velocity_hat"])
+    return groups
+
+
+def _slots_order(optimizer, n_weights, n_arrays):
+    """Indices that put cgru's ``variables()`` (each weight's slots in turn, then a rule's
+    extra state such as Nadam's running product) in Keras's order."""
+    names = list(optimizer._active_slots())
+    own = {(name, w): w * len(names) + i for w in range(n_weights)
+           for i, name in enumerate(names)}
+    order = [own[(name, w)] for group in _keras_slot_groups(optimizer)
+             for w in range(n_weights) for name in group]
+    return order + list(range(len(order), n_arrays))
+
+
+def _reorder(arrays, optimizer, n_weights, inverse):
+    """Slot arrays from cgru's order to Keras's, or back with ``inverse``."""
+    order = _slots_order(optimizer, n_weights, len(arrays))
+    if len(order) != len(arrays):
+        return list(arrays)             # not this optimizer's state: set_variables says so
+    if inverse:                         # Keras -> cgru
+        out = [None] * len(arrays)
+        for keras_index, own_index in enumerate(order):
+            out[own_index] = arrays[keras_index]
+        return out
+    return [arrays[i] for i in order]
+
+
+def _leading_scalars(optimizer):
+    """Keras's optimizer variables start with iterations, then the learning rate unless it
+    is a schedule (computed from iterations)."""
+    return 1 if isinstance(optimizer.get_config()["learning_rate"], dict) else 2
 
 
 def _write_optimizer(model, h5):
@@ -694,14 +727,15 @@ def _write_optimizer(model, h5):
         return
     # the slots are in the layers' own layout (a GRU's gate order): Keras's on the way out
     slots = slots_layout(model, optimizer, optimizer.variables(), to_keras=True)
-    slots = _reorder(slots, len(model.trainable_weights),
-                     type(optimizer).__name__ in _SLOT_MAJOR, False)
+    slots = _reorder(slots, optimizer, len(model.trainable_weights), False)
     group = h5.create_group("optimizer/vars")
     group.attrs["name"] = optimizer.name
     group.create_dataset("0", data=np.int64(optimizer.iterations))
-    group.create_dataset("1", data=np.float32(optimizer.learning_rate))
+    scalars = _leading_scalars(optimizer)
+    if scalars == 2:
+        group.create_dataset("1", data=np.float32(optimizer.learning_rate))
     for i, array in enumerate(slots):
-        group.create_dataset(str(i + 2), data=array)
+        group.create_dataset(str(i + scalars), data=array)
 
 
 def _read_optimizer(model, h5, source):
@@ -710,10 +744,10 @@ def _read_optimizer(model, h5, source):
     if optimizer is None or "optimizer/vars" not in h5:
         return
     arrays = _read_vars(h5["optimizer/vars"])
-    if len(arrays) < 2:
+    scalars = _leading_scalars(optimizer)
+    if len(arrays) < scalars:
         return
-    slots = _reorder(arrays[2:], len(model.trainable_weights),
-                     type(optimizer).__name__ in _SLOT_MAJOR, True)
+    slots = _reorder(arrays[scalars:], optimizer, len(model.trainable_weights), True)
     slots = slots_layout(model, optimizer, slots, to_keras=False)
     if not slots:
         optimizer.iterations = int(arrays[0])

@@ -348,3 +348,66 @@ def test_gru_zero_output_for_mask_is_kept_or_named(tmp_path):
         assert "zero_output_for_mask=True" in str(e)
     else:
         assert model.layers[1].zero_output_for_mask is True
+
+
+# ---------------------------------------------------------------------------------------------
+# every optimizer's state, both ways
+# ---------------------------------------------------------------------------------------------
+ALL_OPTIMIZERS = {
+    "adam_amsgrad": lambda m: m.Adam(learning_rate=0.01, amsgrad=True),
+    "adamw": lambda m: m.AdamW(learning_rate=0.01, weight_decay=0.01),
+    "nadam": lambda m: m.Nadam(learning_rate=0.01),
+    "adamax": lambda m: m.Adamax(learning_rate=0.01),
+    "adagrad": lambda m: m.Adagrad(learning_rate=0.05),
+    "adadelta": lambda m: m.Adadelta(learning_rate=0.5),
+    "lion": lambda m: m.Lion(learning_rate=0.001),
+    "rmsprop_centered": lambda m: m.RMSprop(learning_rate=0.01, momentum=0.5, centered=True),
+    "sgd_schedule": lambda m: m.SGD(
+        learning_rate=m.schedules.ExponentialDecay(0.05, decay_steps=2, decay_rate=0.5),
+        momentum=0.9, nesterov=True, clipnorm=1.0),
+}
+
+
+def _small(module, optimizer):
+    L = module.layers
+    first = [keras.Input((T, F))] if module is keras else []
+    shape = {} if module is keras else {"input_shape": (T, F)}
+    model = module.Sequential(first + [L.GRU(4, **shape), L.BatchNormalization(),
+                                       L.Dense(3, activation="softmax")])
+    model.compile(optimizer=optimizer(module.optimizers), loss="categorical_crossentropy",
+                  **({"run_eagerly": True} if module is keras else {}))
+    return model
+
+
+@pytest.mark.parametrize("writer", ["keras", "cgru"])
+@pytest.mark.parametrize("optimizer", sorted(ALL_OPTIMIZERS))
+def test_every_optimizer_state_both_ways(optimizer, writer, tmp_path):
+    rng = np.random.default_rng(9)
+    x, y = _floats(9), np.eye(3, dtype=np.float32)[rng.integers(0, 3, B)]
+    module = keras if writer == "keras" else cgru
+    source = _small(module, ALL_OPTIMIZERS[optimizer])
+    (_randomize_keras if writer == "keras" else _randomize_cgru)(source, 10)
+    source.fit(x, y, batch_size=B, epochs=3, shuffle=False, verbose=0)
+    source.save(tmp_path / "m.keras")
+    if writer == "keras":
+        target = cgru.load_model(tmp_path / "m.keras")
+        assert type(target.optimizer).__name__ == type(source.optimizer).__name__
+    else:
+        target = keras.models.load_model(tmp_path / "m.keras")
+        target.run_eagerly = True
+    assert int(target.optimizer.iterations) == int(source.optimizer.iterations) == 3
+    source.fit(x, y, batch_size=B, epochs=2, shuffle=False, verbose=0)
+    target.fit(x, y, batch_size=B, epochs=2, shuffle=False, verbose=0)
+    for a, b in zip(source.get_weights(), target.get_weights()):
+        assert _max_diff(a, b) < 1e-5
+
+
+def test_optimizer_options_with_other_state_orders_are_named(tmp_path):
+    kmodel = _small(keras, lambda m: m.Adam(use_ema=True))
+    kmodel.save(tmp_path / "k.keras")
+    with pytest.raises(NotImplementedError, match="use_ema=True"):
+        cgru.load_model(tmp_path / "k.keras")
+    model = _small(cgru, lambda m: m.SGD(gradient_accumulation_steps=2))
+    with pytest.raises(NotImplementedError, match="gradient_accumulation_steps=2"):
+        model.save(tmp_path / "c.keras")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["k.keras"]
