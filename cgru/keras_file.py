@@ -511,10 +511,10 @@ def keras_model_config(model):
                          "its first layer `input_shape` before saving it.")
     shape = _model_input_shape(model)
     dtype = model.layers[0].dtype.name
-    if _spec_of(model.layers[0])[1].ids:
-        dtype = "int32"             # the model takes integer ids
+    # a model starting with an Embedding takes integer ids
+    input_dtype = "int32" if _spec_of(model.layers[0])[1].ids else dtype
     layers = [{"module": "keras.layers", "class_name": "InputLayer",
-               "config": {"batch_shape": [None] + shape, "dtype": dtype, "sparse": False,
+               "config": {"batch_shape": [None] + shape, "dtype": input_dtype, "sparse": False,
                           "ragged": False, "name": f"{model.name}_input"},
                "registered_name": None}]
     current = tuple(shape)
@@ -522,7 +522,7 @@ def keras_model_config(model):
         layers.append(layer_to_keras(layer, current))
         current = tuple(layer.compute_output_shape(current))
     return {"module": "keras", "class_name": "Sequential",
-            "config": {"name": model.name, "trainable": True, "dtype": model.layers[-1].dtype.name,
+            "config": {"name": model.name, "trainable": True, "dtype": dtype,
                        "layers": layers, "build_input_shape": [None] + shape},
             "registered_name": None, "build_config": {"input_shape": [None] + shape}}
 
