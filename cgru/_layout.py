@@ -58,9 +58,23 @@ def slots_layout(model, optimizer, slots, to_keras):
     ``weights_to_keras``/``weights_from_keras``: a per-weight array converts as its weight
     does. Extra state passes unchanged."""
     n = len(model.trainable_weights)
-    if n == 0 or n != len(model.weights):
-        return list(slots)          # frozen weights: Keras's order is not the model's
-    convert = model.weights_to_keras if to_keras else model.weights_from_keras
+    if n == 0:
+        return list(slots)
+    # The conversions take every weight of the model; the slots follow the trainable ones
+    # only, so the others (frozen layers, moving statistics) are filled in with the live
+    # arrays, whose converted values are dropped.
+    trainable = {id(w) for w in model.trainable_weights}
+    positions = [i for i, w in enumerate(model.weights) if id(w) in trainable]
+    if len(positions) != n:
+        return list(slots)
+    full_convert = model.weights_to_keras if to_keras else model.weights_from_keras
+
+    def convert(group):
+        full = list(model.weights)
+        for i, array in zip(positions, group):
+            full[i] = array
+        converted = full_convert(full)
+        return [converted[i] for i in positions]
     per_weight = len(optimizer._active_slots())
     if len(slots) < n * per_weight:
         return list(slots)          # not the state of these weights (set_variables says so)

@@ -1,6 +1,17 @@
 """ONNX export of cgru models (``cgru.interop.to_onnx``).
 
-The graph is batch-first at every layer boundary, as cgru layers are. A GRU layer becomes
+The graph is batch-first at every layer boundary, as cgru layers are. Each layer class has
+one entry in ``EXPORTERS``: a function that adds the layer's nodes and says what becomes of
+the mask (Keras's masks travel beside the tensors, as in cgru: ``Masking`` and
+``Embedding(mask_zero=True)`` make one, the layers that support masking pass it on, a GRU and
+``GlobalAveragePooling1D`` consume it). The model-level code walks the layers through that
+table and never names a layer class.
+
+The input is one tensor ``x``: float32 ``(batch, time, features)`` as ``predict`` takes it,
+or, when the model starts with an ``Embedding``, int64 ids ``(batch, time)``. The output is
+``y``, what ``predict`` returns.
+
+A GRU layer without a mask becomes
 
     Transpose (B, T, I) -> (T, B, I)        onnxruntime's CPU GRU runs layout=0 only
     GRU                                      W (D, 3H, I), R (D, 3H, H), B (D, 6H)
@@ -18,14 +29,25 @@ Keras/cgru ``GRU(go_backwards=True, return_sequences=True)`` returns its outputs
 order (last time step first), so a ``Slice`` with step -1 reverses ``Y`` for it. A
 ``Bidirectional`` layer is one ``direction="bidirectional"`` node: its backward half's ``Y``
 is already in time order, which is what Keras merges.
+
+A GRU that receives a mask follows Keras 3: a masked step keeps the state and repeats the
+previous output (zeros before a row's first valid step), so a row masked entirely gives zeros;
+with ``zero_output_for_mask`` (which Keras's Bidirectional sets on both halves when they return
+sequences) a masked step's output is zero, and so is the last output when the last step is
+masked.
+ONNX's ``sequence_lens`` describes right padding only (and zeroes the padded outputs), so the
+masked GRU is a ``Scan`` whose body is the cell: the input projection ``x @ kernel + b`` of
+every step in one ``MatMul`` before it, and per step the recurrent ``MatMul``, the gates, and
+``Where(mask_t, h_new, h_prev)``. It is built from the layer's config and weights alone.
 """
 import numpy as np
 
 from ._files import atomic_output
-from .layers import GRU, Bidirectional, Dense, Dropout
+from . import layers as L
 from .models import Sequential
 
 _IR_VERSION = 8  # the IR of opset 17; read by onnxruntime 1.13 and later
+_INT64_MAX = np.iinfo(np.int64).max
 
 
 def _import_onnx():
@@ -38,20 +60,31 @@ def _import_onnx():
 
 
 class _GraphBuilder:
-    """Collects nodes and initializers under unique names."""
+    """Collects nodes and initializers under unique names (shared with subgraphs)."""
 
-    def __init__(self, onnx):
+    def __init__(self, onnx, counter=None):
         self.onnx = onnx
-        self.nodes, self.initializers, self._count = [], [], 0
+        self.nodes, self.initializers = [], []
+        self._counter = counter if counter is not None else [0]
 
     def name(self, base):
-        self._count += 1
-        return f"{base}_{self._count}"
+        self._counter[0] += 1
+        return f"{base}_{self._counter[0]}"
+
+    def sub(self):
+        """A builder for a subgraph (a Scan body) whose names stay unique in the model."""
+        return _GraphBuilder(self.onnx, self._counter)
 
     def constant(self, base, array):
         name = self.name(base)
         self.initializers.append(self.onnx.numpy_helper.from_array(np.asarray(array), name))
         return name
+
+    def f32(self, base, array):
+        return self.constant(base, np.asarray(array, dtype=np.float32))
+
+    def i64(self, base, values):
+        return self.constant(base, np.asarray(values, dtype=np.int64))
 
     def node(self, op, inputs, n_outputs=1, base=None, **attributes):
         outputs = [self.name(base or op.lower()) for _ in range(n_outputs)]
@@ -59,22 +92,254 @@ class _GraphBuilder:
                                                      **attributes))
         return outputs[0] if n_outputs == 1 else outputs
 
+    def transpose(self, x, perm):
+        return self.node("Transpose", [x], perm=list(perm))
 
+
+def _float32(array):
+    return np.ascontiguousarray(array, dtype=np.float32)
+
+
+def _passes(layer, mask):
+    """The mask after a layer that does not use it: passed on when the layer supports
+    masking (``compute_mask``'s default), else dropped."""
+    return mask if layer.supports_masking else None
+
+
+# ---------------------------------------------------------------------------------------------
+# activations, Dense, Activation, identities
+# ---------------------------------------------------------------------------------------------
+_ACTIVATION_OPS = {"sigmoid": "Sigmoid", "tanh": "Tanh", "relu": "Relu"}
+
+
+def _activation(graph, name, x):
+    if name is None or name == "linear":
+        return x
+    if name == "softmax":
+        return graph.node("Softmax", [x], axis=-1)
+    if name not in _ACTIVATION_OPS:
+        raise NotImplementedError(f"activation={name!r} has no ONNX export.")
+    return graph.node(_ACTIVATION_OPS[name], [x])
+
+
+def _dense(graph, dense, x, mask, shape):
+    weights = dense.get_weights()
+    out = graph.node("MatMul", [x, graph.f32("kernel", weights[0])])
+    if dense.use_bias:
+        out = graph.node("Add", [out, graph.f32("bias", weights[1])])
+    return _activation(graph, dense.activation, out), _passes(dense, mask)
+
+
+def _activation_layer(graph, layer, x, mask, shape):
+    return _activation(graph, layer.activation, x), _passes(layer, mask)
+
+
+def _identity(graph, layer, x, mask, shape):
+    """Dropout and the noise layers: the identity outside training."""
+    return x, _passes(layer, mask)
+
+
+# ---------------------------------------------------------------------------------------------
+# Embedding and Masking: where masks come from
+# ---------------------------------------------------------------------------------------------
+def _embedding(graph, layer, x, mask, shape):
+    ids = graph.node("Cast", [x], to=graph.onnx.TensorProto.INT64)
+    out = graph.node("Gather", [graph.f32("embeddings", layer.get_weights()[0]), ids], axis=0)
+    if not layer.mask_zero:
+        return out, None
+    return out, graph.node("Not", [graph.node("Equal", [ids, graph.i64("zero", 0)])])
+
+
+def _masking(graph, layer, x, mask, shape):
+    differs = graph.node("Not", [graph.node("Equal", [x, graph.f32("mask_value",
+                                                                   layer.mask_value)])])
+    keep = graph.node("ReduceMax", [graph.node("Cast", [differs],
+                                               to=graph.onnx.TensorProto.FLOAT)],
+                      axes=[-1], keepdims=1)
+    out = graph.node("Mul", [x, keep])
+    new_mask = graph.node("Cast", [graph.node("Squeeze", [keep, graph.i64("axis", [-1])])],
+                          to=graph.onnx.TensorProto.BOOL)
+    return out, new_mask
+
+
+# ---------------------------------------------------------------------------------------------
+# reshaping
+# ---------------------------------------------------------------------------------------------
+def _flatten(graph, layer, x, mask, shape):
+    if layer.data_format == "channels_first" and len(shape) > 1:
+        rank = len(shape) + 1
+        x = graph.transpose(x, [0] + list(range(2, rank)) + [1])
+    return graph.node("Flatten", [x], axis=1), None
+
+
+def _reshape(graph, layer, x, mask, shape):
+    return graph.node("Reshape", [x, graph.i64("shape", [0] + list(layer.target_shape))]), None
+
+
+def _permute(graph, layer, x, mask, shape):
+    return graph.transpose(x, [0] + list(layer.dims)), None
+
+
+def _repeat_vector(graph, layer, x, mask, shape):
+    x = graph.node("Unsqueeze", [x, graph.i64("axis", [1])])
+    return graph.node("Tile", [x, graph.i64("repeats", [1, layer.n, 1])]), None
+
+
+def _time_distributed(graph, layer, x, mask, shape):
+    """The wrapped layer on (batch * time, ...) rows, reshaped back to (batch, time, ...)."""
+    inner = layer.layer
+    exporter = _exporter(inner)
+    if mask is not None and exporter in _MASK_CONSUMERS:
+        raise NotImplementedError(f"Layer '{layer.name}': a masked TimeDistributed("
+                                  f"{type(inner).__name__}) has no ONNX export.")
+    x_shape = graph.node("Shape", [x])
+    batch_time = graph.node("Slice", [x_shape, graph.i64("start", [0]), graph.i64("end", [2])])
+    rest = graph.node("Slice", [x_shape, graph.i64("start", [2]),
+                                graph.i64("end", [_INT64_MAX])])
+    rows = graph.node("Reshape", [x, graph.node("Concat", [graph.i64("rows", [-1]), rest],
+                                                axis=0)])
+    out, _ = exporter(graph, inner, rows, None, tuple(shape[1:]))
+    out_rest = graph.node("Slice", [graph.node("Shape", [out]), graph.i64("start", [1]),
+                                    graph.i64("end", [_INT64_MAX])])
+    out = graph.node("Reshape", [out, graph.node("Concat", [batch_time, out_rest], axis=0)])
+    return out, _passes(layer, mask)
+
+
+# ---------------------------------------------------------------------------------------------
+# Conv1D and pooling: ONNX's ops are channels-first (batch, channels, steps)
+# ---------------------------------------------------------------------------------------------
+def _window_attributes(padding, window, stride, dilation=1):
+    """Padding as TensorFlow pads: "same" puts the odd padding step at the end. With stride
+    1 its size is fixed, ``dilation * (window - 1)``; with a larger stride it depends on the
+    length, which ONNX's SAME_UPPER computes (onnxruntime refuses it with dilation, which
+    Keras allows with stride 1 only)."""
+    span = dilation * (window - 1)
+    if padding == "same" and stride > 1:
+        return {"auto_pad": "SAME_UPPER"}
+    if padding == "same":
+        return {"pads": [span // 2, span - span // 2]}
+    return {"pads": [span if padding == "causal" else 0, 0]}
+
+
+def _conv1d(graph, layer, x, mask, shape):
+    weights = layer.get_weights()
+    inputs = [graph.transpose(x, [0, 2, 1]),
+              graph.f32("kernel", weights[0].transpose(2, 1, 0))]     # (filters, C, k)
+    if layer.use_bias:
+        inputs.append(graph.f32("bias", weights[1]))
+    out = graph.node("Conv", inputs, kernel_shape=[layer.kernel_size], strides=[layer.strides],
+                     dilations=[layer.dilation_rate],
+                     **_window_attributes(layer.padding, layer.kernel_size, layer.strides,
+                                          layer.dilation_rate))
+    return _activation(graph, layer.activation, graph.transpose(out, [0, 2, 1])), None
+
+
+def _pooling(op, **extra):
+    def export(graph, layer, x, mask, shape):
+        out = graph.node(op, [graph.transpose(x, [0, 2, 1])], kernel_shape=[layer.pool_size],
+                         strides=[layer.strides],
+                         **_window_attributes(layer.padding, layer.pool_size, layer.strides),
+                         **extra)
+        return graph.transpose(out, [0, 2, 1]), None
+    return export
+
+
+def _global_max(graph, layer, x, mask, shape):
+    return graph.node("ReduceMax", [x], axes=[1], keepdims=int(layer.keepdims)), None
+
+
+def _global_average(graph, layer, x, mask, shape):
+    keepdims = int(layer.keepdims)
+    if mask is None:
+        return graph.node("ReduceMean", [x], axes=[1], keepdims=keepdims), None
+    # the mean of the valid steps: share = valid / sum(valid), masked steps set to 0 first
+    valid = graph.node("Cast", [graph.node("Unsqueeze", [mask, graph.i64("axis", [-1])])],
+                       to=graph.onnx.TensorProto.FLOAT)
+    share = graph.node("Div", [valid, graph.node("ReduceSum", [valid, graph.i64("axis", [1])],
+                                                 keepdims=1)])
+    kept = graph.node("Where", [graph.node("Greater", [share, graph.f32("zero", 0)]), x,
+                                graph.f32("zero", 0)])
+    pooled = graph.node("ReduceSum", [graph.node("Mul", [kept, share]),
+                                      graph.i64("axis", [1])], keepdims=keepdims)
+    return pooled, None
+
+
+# ---------------------------------------------------------------------------------------------
+# normalization, computed as cgru computes it
+# ---------------------------------------------------------------------------------------------
+def _broadcast(array, rank, axes):
+    """``array`` (the sizes of ``axes``) shaped to broadcast against a rank-``rank`` tensor."""
+    shape = [1] * rank
+    for axis, size in zip(axes, np.shape(array)):
+        shape[axis] = size
+    return _float32(np.reshape(array, shape))
+
+
+def _batch_normalization(graph, layer, x, mask, shape):
+    """Inference: (x - moving_mean) * (gamma / sqrt(moving_variance + epsilon)) + beta, the
+    factor computed in float32 as cgru computes it."""
+    rank = len(shape) + 1
+    axis = layer.axis % rank
+    dtype = np.float32
+    inv = 1 / np.sqrt(layer.moving_variance.astype(dtype) + dtype(layer.epsilon))
+    factor = inv * layer.gamma.astype(dtype) if layer.scale else inv
+    out = graph.node("Sub", [x, graph.f32("mean", _broadcast(layer.moving_mean, rank,
+                                                             [axis]))])
+    out = graph.node("Mul", [out, graph.f32("factor", _broadcast(factor, rank, [axis]))])
+    if layer.center:
+        out = graph.node("Add", [out, graph.f32("beta", _broadcast(layer.beta, rank, [axis]))])
+    return out, _passes(layer, mask)
+
+
+def _layer_normalization(graph, layer, x, mask, shape):
+    rank = len(shape) + 1
+    axes = sorted(a % rank for a in (layer.axis if isinstance(layer.axis, list)
+                                     else [layer.axis]))
+    mean = graph.node("ReduceMean", [x], axes=axes, keepdims=1)
+    centred = graph.node("Sub", [x, mean])
+    variance = graph.node("ReduceMean", [graph.node("Mul", [centred, centred])], axes=axes,
+                          keepdims=1)
+    inv = graph.node("Div", [graph.f32("one", 1), graph.node(
+        "Sqrt", [graph.node("Add", [variance, graph.f32("epsilon", layer.epsilon)])])])
+    out = graph.node("Mul", [centred, inv])
+    param_shape = [shape[a - 1] for a in axes]
+    if layer.scale:
+        out = graph.node("Mul", [out, graph.f32("gamma", _broadcast(
+            np.reshape(layer.gamma, param_shape), rank, axes))])
+    if layer.center:
+        out = graph.node("Add", [out, graph.f32("beta", _broadcast(
+            np.reshape(layer.beta, param_shape), rank, axes))])
+    return out, _passes(layer, mask)
+
+
+# ---------------------------------------------------------------------------------------------
+# GRU and Bidirectional
+# ---------------------------------------------------------------------------------------------
 def _gru_tensors(cells):
     """ONNX W (D, 3H, I), R (D, 3H, H), B (D, 6H), float32, from Keras-layout GRU layers."""
     w, r, b = [], [], []
     for cell in cells:
-        kernel, recurrent_kernel, bias = cell.get_weights()
+        kernel, recurrent_kernel, bias = _keras_gru_weights(cell)
         w.append(kernel.T)
         r.append(recurrent_kernel.T)
         b.append(bias.reshape(-1) if cell.reset_after
                  else np.concatenate([bias, np.zeros_like(bias)]))
-    return [np.ascontiguousarray(np.stack(t), dtype=np.float32) for t in (w, r, b)]
+    return [_float32(np.stack(t)) for t in (w, r, b)]
+
+
+def _keras_gru_weights(cell):
+    """kernel (I, 3H), recurrent_kernel (H, 3H), bias ((2, 3H) or (3H,)) in Keras's layout,
+    zero biases for ``use_bias=False``."""
+    weights = cell.get_weights()
+    if not cell.use_bias:
+        H = cell.units
+        weights.append(np.zeros((2, 3 * H) if cell.reset_after else (3 * H,), np.float32))
+    return [_float32(w) for w in weights]
 
 
 def _check_recurrent(layer):
     """The GRU halves (forward first) and the ONNX direction of a GRU or Bidirectional."""
-    if isinstance(layer, Bidirectional):
+    if isinstance(layer, L.Bidirectional):
         if layer.merge_mode is None:
             raise NotImplementedError(f"Layer '{layer.name}': merge_mode=None returns two "
                                       "outputs; the ONNX export writes one-output models.")
@@ -87,68 +352,186 @@ def _check_recurrent(layer):
     else:
         cells = [layer]
         direction = "reverse" if layer.go_backwards else "forward"
+        if layer.stateful:
+            raise NotImplementedError(f"Layer '{layer.name}': stateful=True carries state "
+                                      "between calls, which an ONNX graph cannot.")
     if getattr(layer, "return_state", False):
         raise NotImplementedError(f"Layer '{layer.name}': return_state=True returns several "
                                   "outputs; the ONNX export writes one-output models.")
-    if len({c.reset_after for c in cells}) != 1:
-        raise NotImplementedError(f"Layer '{layer.name}' mixes reset_after values.")
     return cells, direction
 
 
-def _add_recurrent(graph, layer, x):
-    """Nodes for a GRU or Bidirectional on batch-first x; returns the batch-first output."""
+def _recurrent(graph, layer, x, mask, shape):
     cells, direction = _check_recurrent(layer)
+    merge = layer.merge_mode if isinstance(layer, L.Bidirectional) else "concat"
+    out_mask = mask if layer.return_sequences else None
+    if mask is not None:
+        return _masked_recurrent(graph, cells, direction, merge, layer.return_sequences, x,
+                                 mask), out_mask
     H = cells[0].units
     w, r, b = _gru_tensors(cells)
-    x_time_major = graph.node("Transpose", [x], perm=[1, 0, 2])
     y, y_h = graph.node(
-        "GRU", [x_time_major, graph.constant("W", w), graph.constant("R", r),
+        "GRU", [graph.transpose(x, [1, 0, 2]), graph.constant("W", w), graph.constant("R", r),
                 graph.constant("B", b)],
         n_outputs=2, base="gru", hidden_size=H, direction=direction,
         linear_before_reset=int(cells[0].reset_after))
-    merge = layer.merge_mode if isinstance(layer, Bidirectional) else "concat"
     if layer.return_sequences:  # y (T, D, B, H)
         if direction == "reverse":  # processing order, as Keras returns it
-            y = graph.node("Slice", [y, graph.constant("starts", np.array([-1])),
-                                     graph.constant("ends", np.array([np.iinfo(np.int64).min])),
-                                     graph.constant("axes", np.array([0])),
-                                     graph.constant("steps", np.array([-1]))])
+            y = graph.node("Slice", [y, graph.i64("starts", [-1]),
+                                     graph.i64("ends", [np.iinfo(np.int64).min]),
+                                     graph.i64("axes", [0]), graph.i64("steps", [-1])])
         if merge == "concat":
-            y = graph.node("Transpose", [y], perm=[2, 0, 1, 3])       # (B, T, D, H)
-            return graph.node("Reshape", [y, graph.constant("shape", np.array([0, 0, -1]))])
-        return _merge_directions(graph, y, 1, merge, time_major=True)
+            y = graph.transpose(y, [2, 0, 1, 3])                       # (B, T, D, H)
+            return graph.node("Reshape", [y, graph.i64("shape", [0, 0, -1])]), out_mask
+        return _merge_directions(graph, y, 1, merge, time_major=True), out_mask
     if merge == "concat":  # y_h (D, B, H)
-        y_h = graph.node("Transpose", [y_h], perm=[1, 0, 2])          # (B, D, H)
-        return graph.node("Reshape", [y_h, graph.constant("shape", np.array([0, -1]))])
-    return _merge_directions(graph, y_h, 0, merge, time_major=False)
+        y_h = graph.transpose(y_h, [1, 0, 2])                          # (B, D, H)
+        return graph.node("Reshape", [y_h, graph.i64("shape", [0, -1])]), out_mask
+    return _merge_directions(graph, y_h, 0, merge, time_major=False), out_mask
+
+
+def _merge(graph, forward, backward, merge_mode, axis=-1):
+    """concat / sum / mul / ave of two outputs, as cgru's Bidirectional does."""
+    if merge_mode == "concat":
+        return graph.node("Concat", [forward, backward], axis=axis)
+    if merge_mode == "mul":
+        return graph.node("Mul", [forward, backward])
+    merged = graph.node("Add", [forward, backward])
+    if merge_mode == "ave":
+        merged = graph.node("Div", [merged, graph.f32("two", 2)])
+    return merged
 
 
 def _merge_directions(graph, y, axis, merge_mode, time_major):
-    """sum / mul / ave of the two directions along ``axis``, as cgru's Bidirectional does."""
-    forward = graph.node("Gather", [y, graph.constant("index", np.array(0))], axis=axis)
-    backward = graph.node("Gather", [y, graph.constant("index", np.array(1))], axis=axis)
-    if merge_mode == "mul":
-        merged = graph.node("Mul", [forward, backward])
+    """sum / mul / ave of the two directions stacked along ``axis`` of an ONNX GRU output."""
+    forward = graph.node("Gather", [y, graph.i64("index", 0)], axis=axis)
+    backward = graph.node("Gather", [y, graph.i64("index", 1)], axis=axis)
+    merged = _merge(graph, forward, backward, merge_mode)
+    return graph.transpose(merged, [1, 0, 2]) if time_major else merged
+
+
+def _cell_body(graph, cell, zero_output):
+    """The Scan body of one masked GRU direction, Keras's cell (gate order z, r, h):
+
+        inputs  h_prev (B, H), projected x_t @ kernel + b_in (B, 3H), mask_t (B, 1) bool
+        outputs h (B, H) (the state carried on), y (B, H) (the step's output)
+        h = where(mask_t, z * h_prev + (1 - z) * h~, h_prev)
+        y = where(mask_t, z * h_prev + (1 - z) * h~, 0) with zero_output, else h
+    """
+    onnx = graph.onnx
+    body = graph.sub()
+    H = cell.units
+    kernel, recurrent_kernel, bias = _keras_gru_weights(cell)
+    h_prev, x_t, m_t = body.name("h_prev"), body.name("x_t"), body.name("mask_t")
+    xz, xr, xh = body.node("Split", [x_t], n_outputs=3, axis=1)
+    if cell.reset_after:
+        # the recurrent projection with its bias, then r applied to its h-block
+        hp = body.node("Add", [body.node("MatMul", [h_prev, body.f32("R", recurrent_kernel)]),
+                               body.f32("b_rec", bias[1])])
+        hz, hr, hh = body.node("Split", [hp], n_outputs=3, axis=1)
+        z = body.node("Sigmoid", [body.node("Add", [xz, hz])])
+        r = body.node("Sigmoid", [body.node("Add", [xr, hr])])
+        candidate = body.node("Tanh", [body.node("Add", [xh, body.node("Mul", [r, hh])])])
     else:
-        merged = graph.node("Add", [forward, backward])
-        if merge_mode == "ave":
-            merged = graph.node("Div", [merged, graph.constant("two", np.float32(2))])
-    return graph.node("Transpose", [merged], perm=[1, 0, 2]) if time_major else merged
+        # r multiplies h before the h-block of the recurrent kernel
+        hzr = body.node("MatMul", [h_prev, body.f32("R_zr", recurrent_kernel[:, :2 * H])])
+        hz, hr = body.node("Split", [hzr], n_outputs=2, axis=1)
+        z = body.node("Sigmoid", [body.node("Add", [xz, hz])])
+        r = body.node("Sigmoid", [body.node("Add", [xr, hr])])
+        rh = body.node("MatMul", [body.node("Mul", [r, h_prev]),
+                                  body.f32("R_h", recurrent_kernel[:, 2 * H:])])
+        candidate = body.node("Tanh", [body.node("Add", [xh, rh])])
+    one_minus_z = body.node("Sub", [body.f32("one", 1), z])
+    h_new = body.node("Add", [body.node("Mul", [z, h_prev]),
+                              body.node("Mul", [one_minus_z, candidate])])
+    h = body.node("Where", [m_t, h_new, h_prev])
+    y = (body.node("Where", [m_t, h_new, body.f32("zero", 0)]) if zero_output
+         else body.node("Identity", [h]))
+    helper, F, BOOL = onnx.helper, onnx.TensorProto.FLOAT, onnx.TensorProto.BOOL
+    return helper.make_graph(
+        body.nodes, body.name("gru_cell"),
+        [helper.make_tensor_value_info(h_prev, F, ["batch", H]),
+         helper.make_tensor_value_info(x_t, F, ["batch", 3 * H]),
+         helper.make_tensor_value_info(m_t, BOOL, ["batch", 1])],
+        [helper.make_tensor_value_info(h, F, ["batch", H]),
+         helper.make_tensor_value_info(y, F, ["batch", H])],
+        initializer=body.initializers)
 
 
-_ACTIVATION_OPS = {"sigmoid": "Sigmoid", "tanh": "Tanh", "relu": "Relu"}
+def _masked_direction(graph, cell, x_time_major, mask_time_major, reverse, reversed_output,
+                      zero_output):
+    """One direction of a masked GRU as a Scan over time: (last output (B, H), outputs
+    (T, B, H))."""
+    kernel, _, bias = _keras_gru_weights(cell)
+    b_in = bias[0] if cell.reset_after else bias
+    projected = graph.node("Add", [graph.node("MatMul", [x_time_major,
+                                                         graph.f32("kernel", kernel)]),
+                                   graph.f32("b_in", b_in)])
+    batch = graph.node("Slice", [graph.node("Shape", [x_time_major]), graph.i64("start", [1]),
+                                 graph.i64("end", [2])])
+    h0 = graph.node("ConstantOfShape", [graph.node("Concat", [batch, graph.i64(
+        "units", [cell.units])], axis=0)],
+        value=graph.onnx.numpy_helper.from_array(np.zeros(1, np.float32)))
+    h_n, y = graph.node("Scan", [h0, projected, mask_time_major], n_outputs=2, base="scan",
+                        body=_cell_body(graph, cell, zero_output), num_scan_inputs=2,
+                        scan_input_directions=[int(reverse)] * 2,
+                        scan_output_directions=[int(reversed_output)])
+    if zero_output:  # the last output is zero where the last processed step is masked
+        last_mask = graph.node("Gather", [mask_time_major, graph.i64("step", 0 if reverse
+                                                                     else -1)], axis=0)
+        h_n = graph.node("Where", [last_mask, h_n, graph.f32("zero", 0)])
+    return h_n, y
 
 
-def _add_dense(graph, dense, x):
-    weights = dense.get_weights()
-    out = graph.node("MatMul", [x, graph.constant("kernel", weights[0].astype(np.float32))])
-    if dense.use_bias:
-        out = graph.node("Add", [out, graph.constant("bias", weights[1].astype(np.float32))])
-    if dense.activation == "softmax":
-        return graph.node("Softmax", [out], axis=-1)
-    if dense.activation is not None:
-        return graph.node(_ACTIVATION_OPS[dense.activation], [out])
-    return out
+def _masked_recurrent(graph, cells, direction, merge, return_sequences, x, mask):
+    x_tm = graph.transpose(x, [1, 0, 2])                                    # (T, B, I)
+    m_tm = graph.transpose(graph.node("Unsqueeze", [mask, graph.i64("axis", [-1])]),
+                           [1, 0, 2])                                       # (T, B, 1)
+    if direction == "bidirectional":
+        # Keras's Bidirectional sets zero_output_for_mask = return_sequences on both halves
+        h_f, y_f = _masked_direction(graph, cells[0], x_tm, m_tm, False, False,
+                                     return_sequences)
+        # the backward half's outputs stored in time order, as Bidirectional merges them
+        h_b, y_b = _masked_direction(graph, cells[1], x_tm, m_tm, True, True,
+                                     return_sequences)
+        if return_sequences:
+            return graph.transpose(_merge(graph, y_f, y_b, merge), [1, 0, 2])
+        return _merge(graph, h_f, h_b, merge)
+    # go_backwards: a reversed scan whose outputs stay in processing order, as Keras's
+    h_n, y = _masked_direction(graph, cells[0], x_tm, m_tm, direction == "reverse", False,
+                               bool(getattr(cells[0], "zero_output_for_mask", False)))
+    return graph.transpose(y, [1, 0, 2]) if return_sequences else h_n
+
+
+# ---------------------------------------------------------------------------------------------
+# the table
+# ---------------------------------------------------------------------------------------------
+EXPORTERS = {
+    L.GRU: _recurrent, L.Bidirectional: _recurrent,
+    L.Dense: _dense, L.Activation: _activation_layer,
+    L.Dropout: _identity, L.SpatialDropout1D: _identity, L.GaussianNoise: _identity,
+    L.GaussianDropout: _identity,
+    L.Embedding: _embedding, L.Masking: _masking,
+    L.Flatten: _flatten, L.Reshape: _reshape, L.Permute: _permute,
+    L.RepeatVector: _repeat_vector, L.TimeDistributed: _time_distributed,
+    L.Conv1D: _conv1d,
+    L.MaxPooling1D: _pooling("MaxPool"),
+    L.AveragePooling1D: _pooling("AveragePool", count_include_pad=0),
+    L.GlobalMaxPooling1D: _global_max, L.GlobalAveragePooling1D: _global_average,
+    L.BatchNormalization: _batch_normalization, L.LayerNormalization: _layer_normalization,
+}
+# layers whose numbers depend on the mask they receive
+_MASK_CONSUMERS = {_recurrent, _global_average}
+# layers whose input is integer ids (a model starting with one takes int64 ids)
+_TAKES_IDS = {_embedding}
+
+
+def _exporter(layer):
+    exporter = EXPORTERS.get(type(layer))
+    if exporter is None:
+        raise NotImplementedError(f"Layer '{layer.name}' ({type(layer).__name__}) has no "
+                                  "ONNX export.")
+    return exporter
 
 
 def _layers_of(model):
@@ -157,7 +540,7 @@ def _layers_of(model):
             raise ValueError(f"Model '{model.name}' is not built: call it on an input or "
                              "give its first layer `input_shape` before exporting it.")
         return list(model.layers)
-    if isinstance(model, (GRU, Bidirectional, Dense)):
+    if isinstance(model, (L.GRU, L.Bidirectional, L.Dense)):
         if not model.built:
             raise ValueError(f"Layer '{model.name}' is not built: call it on an input or "
                              "give it `input_shape` before exporting it.")
@@ -166,19 +549,32 @@ def _layers_of(model):
                     f"received {model!r}.")
 
 
-def _input_shape(model, layers):
-    """The model's input shape without the batch axis, None where an axis is free: the
-    time axis unless the first layer's `input_shape` fixed it."""
-    fixed = layers[0].get_config().get("input_shape")
-    if isinstance(model, Sequential):
-        shape = list(model.input_shape[1:])
-    elif isinstance(model, Dense):
-        return [int(model.get_weights()[0].shape[0])]
-    else:
-        shape = [None, int(layers[0].get_weights()[0].shape[0])]
-    if len(shape) >= 2 and (fixed is None or fixed[0] is None):
-        shape[0] = None
+def _output_shape(layers, shape):
+    for layer in layers:
+        shape = tuple(layer.compute_output_shape(tuple(shape)))
     return shape
+
+
+def _input_shape(layers):
+    """The model's input shape without the batch axis, None where an axis is free: the
+    time axis unless the first layer's `input_shape` fixed it or a later layer needs it
+    (a Flatten before a Dense)."""
+    first = layers[0]
+    shape = list(first.built_input_shape)
+    fixed = first.get_config().get("input_shape")
+    has_time = len(shape) >= 2 or (len(shape) == 1 and _exporter(first) in _TAKES_IDS)
+    if not has_time or (fixed is not None and fixed[0] is not None):
+        return shape
+    free = [None] + shape[1:]
+    current = tuple(free)
+    try:
+        for layer in layers:
+            if layer.weights and current[-1] is None and _exporter(layer) not in _TAKES_IDS:
+                return shape    # a weight's size follows the time axis
+            current = tuple(layer.compute_output_shape(current))
+    except (TypeError, ValueError):
+        return shape
+    return free
 
 
 def _dims(shape, free_names):
@@ -196,29 +592,22 @@ def export(model, path, *, opset=17):
             raise TypeError(f"Layer '{layer.name}' is {layer.dtype}; the ONNX export writes "
                             "float32 graphs (onnxruntime's GRU runs float32). Rebuild the "
                             "model with dtype='float32' and copy the weights to export it.")
+        _exporter(layer)            # every layer has an export before anything is built
     graph = _GraphBuilder(onnx)
-    x = "x"
+    shape = _input_shape(layers)
+    x, mask, current = "x", None, tuple(shape)
     for layer in layers:
-        if isinstance(layer, (GRU, Bidirectional)):
-            x = _add_recurrent(graph, layer, x)
-        elif isinstance(layer, Dense):
-            x = _add_dense(graph, layer, x)
-        elif isinstance(layer, Dropout):
-            continue  # the identity outside training
-        else:
-            raise NotImplementedError(f"Layer '{layer.name}' ({type(layer).__name__}) has no "
-                                      "ONNX export.")
+        x, mask = _exporter(layer)(graph, layer, x, mask, current)
+        current = tuple(layer.compute_output_shape(current))
     graph.nodes.append(onnx.helper.make_node("Identity", [x], ["y"], name="output"))
     helper = onnx.helper
-    shape = _input_shape(model, layers)
+    in_type = (onnx.TensorProto.INT64 if _exporter(layers[0]) in _TAKES_IDS
+               else onnx.TensorProto.FLOAT)
     in_dims = _dims(shape, ["time", "axis_2", "axis_3"])
-    out_shape = shape
-    for layer in layers:
-        out_shape = list(layer.compute_output_shape(tuple(out_shape)))
-    out_dims = _dims(out_shape, ["time", "axis_2", "axis_3"])
+    out_dims = _dims(_output_shape(layers, shape), [f"y_axis_{i}" for i in range(1, 8)])
     onnx_graph = helper.make_graph(
         graph.nodes, "cgru_model",
-        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, in_dims)],
+        [helper.make_tensor_value_info("x", in_type, in_dims)],
         [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, out_dims)],
         initializer=graph.initializers)
     onnx_model = helper.make_model(onnx_graph, producer_name="cgru",

@@ -406,13 +406,20 @@ def _torch_sequential_class():
 # ONNX
 # ---------------------------------------------------------------------------------------------
 def to_onnx(model, path, *, opset=17):
-    """Write ``model`` (a built cgru ``Sequential`` or layer) to an ONNX file at ``path``.
+    """Write ``model`` (a built cgru ``Sequential``, or a GRU, Bidirectional or Dense layer)
+    to an ONNX file at ``path``.
 
-    The graph takes one float32 input ``x`` of shape ``(batch, time, features)`` (batch free;
-    time free unless the model fixed it) and returns ``y``, what ``model.predict(x)`` returns.
-    One ONNX ``GRU`` node per GRU (both directions in one node for ``Bidirectional``),
-    ``MatMul``/``Add`` and the activation for ``Dense``, nothing for ``Dropout``. Needs the
-    ``onnx`` package (``pip install "cgru[onnx]"``). Written to a temporary file and renamed.
+    The graph takes one input ``x`` and returns ``y``, what ``model.predict(x)`` returns.
+    ``x`` is float32 ``(batch, time, features)`` (batch free; time free unless the model
+    fixed it), or int64 ids ``(batch, time)`` when the model starts with an ``Embedding``.
+    Every cgru layer has an export (``cgru._onnx_export.EXPORTERS``): one ONNX ``GRU`` node per
+    GRU (both directions in one node for ``Bidirectional``), a ``Scan`` over the GRU cell
+    when the GRU receives a mask (from ``Masking`` or ``Embedding(mask_zero=True)``, with
+    Keras 3's numbers for any mask), ``Gather`` for ``Embedding``, ``Conv``/``MaxPool``/
+    ``AveragePool`` for the 1-D layers, standard ops for the rest, nothing for dropout and
+    noise. A layer or option ONNX cannot express raises NotImplementedError naming it. Needs
+    the ``onnx`` package (``pip install "cgru[onnx]"``). Written to a temporary file and
+    renamed.
     """
     from ._onnx_export import export
     return export(model, path, opset=opset)

@@ -10,15 +10,28 @@ A ``.keras`` file (Keras 3's ``model.save``) is a zip archive of three members:
                           layers/gru/cell/vars/{0,1,2}         kernel, recurrent_kernel, bias
                           layers/bidirectional/forward_layer/cell/vars/{0,1,2}
                           layers/bidirectional/backward_layer/cell/vars/{0,1,2}
-                          layers/dense/vars/{0,1}              kernel, bias
+                          layers/time_distributed/layer/vars/{0,1}   the wrapped layer's
+                          layers/dense/vars/{0,1}              kernel, bias (any other layer:
+                                                               its get_weights() in order)
                           optimizer/vars/{0,1,...}             iterations, learning_rate, slots
 
 A ``.weights.h5`` file (``model.save_weights``) is the same HDF5 layout on its own.
-cgru layers keep Keras 3's weight layout, so the arrays go across unchanged.
+cgru layers' ``get_weights`` speak Keras 3's layout, so the arrays go across unchanged.
 
-The optimizer's slots are stored in Keras's order: for Adam and SGD weight by weight
-(momentum, velocity of the first weight, then of the second, ...), for RMSprop slot by slot
-(every velocity, then every momentum, then every average gradient).
+Every layer goes through one table, ``LAYERS``: per Keras class, the cgru class, the HDF5
+group name, and where a layer needs more than the generic mapping, its own functions. The
+generic mapping passes a Keras config's arguments to the cgru constructor (cgru's layers take
+Keras's argument names and refuse, naming it, an option they cannot compute) and writes a
+cgru layer's ``get_config`` back in Keras's form. The model-level code (a Sequential's config
+and the HDF5 walk over a list of layers) never names a layer class.
+
+The optimizer's variables are stored in Keras's order: iterations, the learning rate (unless
+it is a schedule), then the slots in the groups Keras makes them, each group weight by weight
+(Adam's momentum and velocity of the first weight, then of the second, ..., then amsgrad's
+velocity_hat of each; RMSprop slot by slot: every velocity, then every momentum, then every
+average gradient), then a rule's extra state (Nadam's running product). Every cgru optimizer
+goes both ways (not yet with ``use_ema`` or ``gradient_accumulation_steps``, whose state
+Keras orders differently: refused, naming them).
 
 Needs ``h5py`` (``pip install "cgru[keras]"``); Keras itself is not needed.
 """
@@ -30,23 +43,25 @@ import zipfile
 
 import numpy as np
 
+from . import activations
+from . import initializers
 from . import losses as losses_mod
 from . import metrics as metrics_mod
 from . import optimizers as optimizers_mod
 from . import saving
 from ._layout import slots_layout
 from ._files import atomic_output
-from .layers import GRU, Bidirectional, Dense, Dropout
+from . import layers as L
 
 __all__ = ["load_keras_model", "save_keras_model", "load_keras_weights",
-           "save_keras_weights", "is_keras_model_path", "is_keras_weights_path"]
+           "save_keras_weights", "is_keras_model_path", "is_keras_weights_path",
+           "layer_from_keras", "layer_to_keras", "model_from_keras_config",
+           "keras_model_config"]
 
 KERAS_VERSION = "3.15.1"  # the Keras release whose file layout this module writes
 _CONFIG = "config.json"
 _METADATA = "metadata.json"
 _WEIGHTS = "model.weights.h5"
-_SNAKE = {GRU: "gru", Bidirectional: "bidirectional", Dense: "dense", Dropout: "dropout"}
-_KERAS_LAYERS = ("GRU", "Bidirectional", "Dense", "Dropout", "InputLayer")
 
 
 def is_keras_model_path(path):
@@ -69,7 +84,7 @@ def _import_h5py():
 
 
 # ---------------------------------------------------------------------------------------------
-# Keras config -> cgru layers
+# pieces of Keras configs
 # ---------------------------------------------------------------------------------------------
 def _dtype_name(dtype, where):
     """'float32' / 'float64' from a Keras dtype entry (a string or a DTypePolicy dict)."""
@@ -83,18 +98,26 @@ def _dtype_name(dtype, where):
     return dtype
 
 
-_INITIALIZER_NAMES = {"GlorotUniform": "glorot_uniform", "Orthogonal": "orthogonal",
-                      "Zeros": "zeros", "Ones": "ones"}
-
-
-def _initializer(entry, default):
-    """cgru's name for a Keras initializer entry. The weights are loaded over the initial
-    values, so an initializer cgru lacks falls back to ``default`` without changing results."""
-    if isinstance(entry, str):
-        return entry if entry in _INITIALIZER_NAMES.values() else default
+def _initializer_from_keras(entry):
+    """cgru's form of a Keras initializer entry, or None when cgru lacks it. The weights are
+    loaded over the initial values, so a missing initializer changes no result: the layer
+    keeps its default."""
     if isinstance(entry, dict):
-        return _INITIALIZER_NAMES.get(entry.get("class_name"), default)
-    return default
+        config = {k: v for k, v in (entry.get("config") or {}).items()
+                  if not (k in ("input_axes", "output_axes") and v is None)}
+        entry = {"class_name": entry.get("class_name"), "config": config}
+    try:
+        return initializers.serialize(initializers.get(entry))
+    except (ValueError, TypeError):
+        return None
+
+
+def _keras_entry(obj, module):
+    """A cgru regularizer or constraint as Keras's config entry (None stays None)."""
+    if obj is None:
+        return None
+    return {"module": f"keras.{module}", "class_name": type(obj).__name__,
+            "config": obj.get_config(), "registered_name": None}
 
 
 def _require(config, where, expected):
@@ -106,20 +129,85 @@ def _require(config, where, expected):
                                       f"(only {key}={value!r}).")
 
 
+def _check_activation(value, where):
+    try:
+        activations.get(None if value == "linear" else value)
+    except ValueError:
+        raise NotImplementedError(
+            f"{where}: activation={value!r} is not supported by cgru (it has "
+            f"{sorted(activations._ACTIVATIONS)}).") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# the generic mapping: Keras config <-> cgru constructor arguments and get_config
+# ---------------------------------------------------------------------------------------------
+def _generic_from_keras(spec, config, input_shape, where):
+    """A cgru layer from a Keras layer config: its arguments passed on by name."""
+    kwargs = {}
+    for key, value in config.items():
+        if key in spec.fixed:
+            _require(config, where, {key: spec.fixed[key]})
+        elif key == "dtype":
+            kwargs["dtype"] = _dtype_name(value, where)
+        elif key == "seed":
+            kwargs["seed"] = value if isinstance(value, int) else None
+        elif key.endswith("_initializer"):
+            value = _initializer_from_keras(value)
+            if value is not None:
+                kwargs[key] = value
+        elif key == "activation":
+            _check_activation(value, where)
+            kwargs[key] = None if value == "linear" else value
+        elif key == "layer":
+            kwargs[key] = layer_from_keras(value, None, f"{where} (wrapped layer)")
+        else:
+            kwargs[key] = value
+    try:
+        return spec.cls(input_shape=input_shape, **kwargs)
+    except NotImplementedError as e:
+        raise NotImplementedError(f"{where}: {e}") from None
+    except (TypeError, ValueError) as e:
+        raise NotImplementedError(f"{where}: cgru cannot build this layer from its Keras "
+                                  f"config ({e}).") from None
+
+
+def _generic_to_keras(spec, layer):
+    """A cgru layer's ``get_config`` in Keras's form."""
+    config = layer.get_config()
+    for key in ("input_shape", "batch_size") + (() if spec.seed else ("seed",)):
+        config.pop(key, None)
+    config.update(name=layer.name, trainable=layer.trainable, dtype=layer.dtype.name)
+    for key in list(config):
+        if key.endswith("_regularizer"):
+            config[key] = _keras_entry(getattr(layer, key), "regularizers")
+        elif key.endswith("_constraint"):
+            config[key] = _keras_entry(getattr(layer, key), "constraints")
+        elif key == "activation" and config[key] is None:
+            config[key] = "linear"
+        elif key == "layer":
+            config[key] = layer_to_keras(layer.layer, None)
+    config.setdefault("activity_regularizer",
+                      _keras_entry(layer.activity_regularizer, "regularizers"))
+    config.update(spec.fixed)
+    for key in spec.omit:
+        config.pop(key, None)
+    return config
+
+
+def _own_weights(layer):
+    """The HDF5 parts of a layer: its own ``vars`` group, if it has weights."""
+    return [("", layer)] if layer.weights else []
+
+
+# ---------------------------------------------------------------------------------------------
+# GRU, Bidirectional and TimeDistributed: what differs from the generic mapping
+# ---------------------------------------------------------------------------------------------
 def _penalties(config, weights):
     """The regularizer and constraint arguments of a Keras layer config, as cgru takes them
     (Keras's entries {"class_name", "config"} name the same classes with the same configs)."""
     keys = [f"{w}_{kind}" for w in weights for kind in ("regularizer", "constraint")]
     return {key: config[key] for key in keys + ["activity_regularizer"]
             if config.get(key) is not None}
-
-
-def _keras_entry(obj, module):
-    """A cgru regularizer or constraint as Keras's config entry (None stays None)."""
-    if obj is None:
-        return None
-    return {"module": f"keras.{module}", "class_name": type(obj).__name__,
-            "config": obj.get_config(), "registered_name": None}
 
 
 def _penalty_entries(layer, weights):
@@ -133,41 +221,73 @@ def _penalty_entries(layer, weights):
     return entries
 
 
-def _require_none(config, where, keys):
-    for key in keys:
-        if config.get(key) is not None:
-            raise NotImplementedError(f"{where}: {key}={config[key]!r} is not supported by "
-                                      "cgru (it has no regularizers, constraints, "
-                                      "quantization or LoRA).")
-
-
-def _gru_from_keras(config, input_shape, where):
+def _gru_from_keras(spec, config, input_shape, where):
     _require(config, where, {"activation": "tanh", "recurrent_activation": "sigmoid",
                              "stateful": False, "recurrent_dropout": 0.0,
                              "return_state": False})
     seed = config.get("seed")
-    return GRU(config["units"], return_sequences=bool(config.get("return_sequences", False)),
-               use_bias=bool(config.get("use_bias", True)),
-               trainable=bool(config.get("trainable", True)),
-               **_penalties(config, ("kernel", "recurrent", "bias")),
-               go_backwards=bool(config.get("go_backwards", False)),
-               reset_after=bool(config.get("reset_after", True)),
-               kernel_initializer=_initializer(config.get("kernel_initializer"),
-                                               "glorot_uniform"),
-               recurrent_initializer=_initializer(config.get("recurrent_initializer"),
-                                                  "orthogonal"),
-               bias_initializer=_initializer(config.get("bias_initializer"), "zeros"),
-               dropout=float(config.get("dropout", 0.0)), input_shape=input_shape,
-               seed=seed if isinstance(seed, int) else None,
-               dtype=_dtype_name(config.get("dtype"), where), name=config.get("name"))
+    kwargs = {}
+    if config.get("zero_output_for_mask"):
+        # masked steps' outputs zero instead of repeated: passed on to a GRU that has it
+        kwargs["zero_output_for_mask"] = True
+    for key, default in (("kernel_initializer", "glorot_uniform"),
+                         ("recurrent_initializer", "orthogonal"),
+                         ("bias_initializer", "zeros")):
+        kwargs[key] = _initializer_from_keras(config.get(key)) or default
+    try:
+        return _gru_of(config, input_shape, where, seed, kwargs)
+    except TypeError as e:
+        if "zero_output_for_mask" not in str(e):
+            raise
+        raise NotImplementedError(f"{where}: zero_output_for_mask=True is not supported by "
+                                  f"cgru's GRU ({e}).") from None
 
 
-def _bidirectional_from_keras(config, input_shape, where):
+def _gru_of(config, input_shape, where, seed, kwargs):
+    return L.GRU(config["units"], return_sequences=bool(config.get("return_sequences", False)),
+                 use_bias=bool(config.get("use_bias", True)),
+                 trainable=bool(config.get("trainable", True)),
+                 **_penalties(config, ("kernel", "recurrent", "bias")),
+                 go_backwards=bool(config.get("go_backwards", False)),
+                 reset_after=bool(config.get("reset_after", True)),
+                 dropout=float(config.get("dropout", 0.0)), input_shape=input_shape,
+                 seed=seed if isinstance(seed, int) else None,
+                 dtype=_dtype_name(config.get("dtype"), where), name=config.get("name"),
+                 **kwargs)
+
+
+def _gru_to_keras(spec, layer):
+    if layer.stateful:
+        raise NotImplementedError(f"Layer '{layer.name}': stateful=True is not written to "
+                                  "Keras files by cgru (it needs the batch size in the "
+                                  "InputLayer).")
+    if layer.return_state:
+        raise NotImplementedError(f"Layer '{layer.name}': return_state=True cannot be a "
+                                  "Sequential layer in Keras.")
+    config = layer.get_config()
+    return {"name": layer.name, "trainable": layer.trainable, "dtype": layer.dtype.name,
+            "return_sequences": layer.return_sequences, "return_state": False,
+            "go_backwards": layer.go_backwards, "stateful": False, "unroll": False,
+            "zero_output_for_mask": bool(getattr(layer, "zero_output_for_mask", False)),
+            "units": layer.units, "activation": "tanh",
+            "recurrent_activation": "sigmoid", "use_bias": layer.use_bias,
+            **_penalty_entries(layer, ("kernel", "recurrent", "bias")),
+            "kernel_initializer": config["kernel_initializer"],
+            "recurrent_initializer": config["recurrent_initializer"],
+            "bias_initializer": config["bias_initializer"],
+            "dropout": layer.dropout, "recurrent_dropout": 0.0,
+            "reset_after": layer.reset_after, "seed": layer.seed}
+
+
+def _bidirectional_from_keras(spec, config, input_shape, where):
     inner = config["layer"]
     if inner.get("class_name") != "GRU":
         raise NotImplementedError(f"{where} wraps a Keras {inner.get('class_name')} layer; "
                                   "cgru's Bidirectional wraps GRU layers only.")
-    forward = _gru_from_keras(inner["config"], None, f"{where} (forward layer)")
+    # Keras's Bidirectional sets its halves' zero_output_for_mask itself (to
+    # return_sequences), whatever the wrapped layer's config says
+    forward = _gru_from_keras(spec, dict(inner["config"], zero_output_for_mask=False), None,
+                              f"{where} (forward layer)")
     backward = config.get("backward_layer")
     if backward is not None:
         if backward.get("class_name") != "GRU":
@@ -181,47 +301,153 @@ def _bidirectional_from_keras(config, input_shape, where):
                     f"{where}: its backward layer differs from the forward layer in {key!r} "
                     f"({backward['config'].get(key)!r} vs {mirrored.get(key)!r}); cgru's "
                     "Bidirectional runs a mirror copy of the forward layer.")
-    return Bidirectional(forward, merge_mode=config.get("merge_mode", "concat"),
-                         input_shape=input_shape, name=config.get("name"))
+    return L.Bidirectional(forward, merge_mode=config.get("merge_mode", "concat"),
+                           input_shape=input_shape, name=config.get("name"))
 
 
-_DENSE_ACTIVATIONS = {"linear": None, None: None, "sigmoid": "sigmoid", "tanh": "tanh",
-                      "relu": "relu", "softmax": "softmax"}
+def _bidirectional_to_keras(spec, layer):
+    if layer.merge_mode is None or layer.return_state:
+        raise NotImplementedError(f"Layer '{layer.name}' returns several outputs; it "
+                                  "cannot be a Sequential layer in Keras.")
+    inner = _gru_to_keras(spec, layer.forward_layer)
+    return {"name": layer.name, "trainable": layer.trainable, "dtype": layer.dtype.name,
+            "merge_mode": layer.merge_mode,
+            "layer": {"module": "keras.layers", "class_name": "GRU", "config": inner,
+                      "registered_name": None}}
 
 
-def _dense_from_keras(config, input_shape, where):
-    activation = config.get("activation", "linear")
-    if isinstance(activation, dict) or activation not in _DENSE_ACTIVATIONS:
-        raise NotImplementedError(f"{where}: activation={activation!r} is not supported by "
-                                  f"cgru's Dense (it has {sorted(a for a in _DENSE_ACTIVATIONS if a)}).")
-    _require_none(config, where, ["quantization_config"])
-    if config.get("lora_rank"):
-        raise NotImplementedError(f"{where}: lora_rank={config['lora_rank']} is not "
-                                  "supported by cgru.")
-    seed = config.get("seed")
-    return Dense(config["units"], activation=_DENSE_ACTIVATIONS[activation],
-                 use_bias=bool(config.get("use_bias", True)),
-                 trainable=bool(config.get("trainable", True)),
-                 **_penalties(config, ("kernel", "bias")),
-                 kernel_initializer=_initializer(config.get("kernel_initializer"),
-                                                 "glorot_uniform"),
-                 bias_initializer=_initializer(config.get("bias_initializer"), "zeros"),
-                 input_shape=input_shape, seed=seed if isinstance(seed, int) else None,
-                 dtype=_dtype_name(config.get("dtype"), where), name=config.get("name"))
+def _time_distributed_from_keras(spec, config, input_shape, where):
+    inner = layer_from_keras(config["layer"], None, f"{where} (wrapped layer)")
+    try:
+        return L.TimeDistributed(inner, input_shape=input_shape, name=config.get("name"))
+    except (NotImplementedError, TypeError, ValueError) as e:
+        raise NotImplementedError(f"{where}: {e}") from None
 
 
-def _dropout_from_keras(config, input_shape, where):
-    _require_none(config, where, ["noise_shape"])
-    seed = config.get("seed")
-    return Dropout(config["rate"], input_shape=input_shape,
-                   seed=seed if isinstance(seed, int) else None,
-                   dtype=_dtype_name(config.get("dtype"), where), name=config.get("name"))
+def _time_distributed_parts(layer):
+    return [("/".join(p for p in ("layer", sub) if p), part)
+            for sub, part in weight_parts(layer.layer)]
 
 
-_FROM_KERAS = {"GRU": _gru_from_keras, "Bidirectional": _bidirectional_from_keras,
-               "Dense": _dense_from_keras, "Dropout": _dropout_from_keras}
+# ---------------------------------------------------------------------------------------------
+# the layer table
+# ---------------------------------------------------------------------------------------------
+class _Spec:
+    """How one Keras layer class maps onto cgru.
+
+    ``group``: the HDF5 group name Keras gives it (its class in snake case). ``fixed``: Keras
+    config entries cgru has no argument for, with the only value cgru computes (another
+    value is refused, naming it; these values are written to Keras). ``seed``: whether the
+    Keras config has a ``seed``. ``from_keras``/``to_keras``/``parts``: replacements for the
+    generic mapping, the generic config writer and the layer's HDF5 parts (``(sub path,
+    layer)`` pairs whose ``get_weights`` fill ``<sub path>/vars``). ``ids``: the layer takes
+    integer ids (a model starting with it has an int32 input). ``omit``: keys the Keras class
+    does not take."""
+
+    def __init__(self, cls, group, *, fixed=None, seed=False, from_keras=None,
+                 to_keras=None, parts=None, ids=False, omit=()):
+        self.cls, self.group, self.fixed, self.seed = cls, group, dict(fixed or {}), seed
+        self.ids, self.omit = ids, omit
+        self.from_keras = from_keras or _generic_from_keras
+        self.to_keras = to_keras or _generic_to_keras
+        self.parts = parts or _own_weights
 
 
+_NO_LORA = {"lora_rank": None, "lora_alpha": None, "quantization_config": None}
+
+LAYERS = {
+    "GRU": _Spec(L.GRU, "gru", from_keras=_gru_from_keras, to_keras=_gru_to_keras,
+                 parts=lambda layer: [("cell", layer)]),
+    "Bidirectional": _Spec(L.Bidirectional, "bidirectional",
+                           from_keras=_bidirectional_from_keras,
+                           to_keras=_bidirectional_to_keras,
+                           parts=lambda layer: [("forward_layer/cell", layer.forward_layer),
+                                                ("backward_layer/cell", layer.backward_layer)]),
+    "Dense": _Spec(L.Dense, "dense", fixed=_NO_LORA),
+    "Dropout": _Spec(L.Dropout, "dropout", fixed={"noise_shape": None}, seed=True),
+    "Embedding": _Spec(L.Embedding, "embedding", ids=True),
+    "Masking": _Spec(L.Masking, "masking"),
+    "Activation": _Spec(L.Activation, "activation"),
+    "Flatten": _Spec(L.Flatten, "flatten"),
+    "Reshape": _Spec(L.Reshape, "reshape"),
+    "Permute": _Spec(L.Permute, "permute"),
+    "RepeatVector": _Spec(L.RepeatVector, "repeat_vector"),
+    "TimeDistributed": _Spec(L.TimeDistributed, "time_distributed",
+                             from_keras=_time_distributed_from_keras,
+                             parts=_time_distributed_parts),
+    "Conv1D": _Spec(L.Conv1D, "conv1d", fixed={"data_format": "channels_last", "groups": 1}),
+    "MaxPooling1D": _Spec(L.MaxPooling1D, "max_pooling1d",
+                          fixed={"data_format": "channels_last"}),
+    "AveragePooling1D": _Spec(L.AveragePooling1D, "average_pooling1d",
+                              fixed={"data_format": "channels_last"}),
+    "GlobalMaxPooling1D": _Spec(L.GlobalMaxPooling1D, "global_max_pooling1d",
+                                fixed={"data_format": "channels_last"}),
+    "GlobalAveragePooling1D": _Spec(L.GlobalAveragePooling1D, "global_average_pooling1d",
+                                    fixed={"data_format": "channels_last"}),
+    "BatchNormalization": _Spec(L.BatchNormalization, "batch_normalization",
+                                fixed={"renorm": False, "synchronized": False}),
+    "LayerNormalization": _Spec(L.LayerNormalization, "layer_normalization",
+                                fixed={"rms_scaling": False}),
+    "SpatialDropout1D": _Spec(L.SpatialDropout1D, "spatial_dropout1d", seed=True,
+                              omit=("trainable", "activity_regularizer")),
+    "GaussianNoise": _Spec(L.GaussianNoise, "gaussian_noise", seed=True),
+    "GaussianDropout": _Spec(L.GaussianDropout, "gaussian_dropout", seed=True),
+}
+_BY_CLASS = {spec.cls: name for name, spec in LAYERS.items()}
+# Keras's short aliases name the same classes
+for _alias, _name in (("MaxPool1D", "MaxPooling1D"), ("AvgPool1D", "AveragePooling1D"),
+                      ("GlobalMaxPool1D", "GlobalMaxPooling1D"),
+                      ("GlobalAvgPool1D", "GlobalAveragePooling1D")):
+    LAYERS[_alias] = LAYERS[_name]
+
+
+def _spec_of(layer):
+    name = _BY_CLASS.get(type(layer))
+    if name is None:
+        raise NotImplementedError(f"Layer '{layer.name}' ({type(layer).__name__}) has no "
+                                  "Keras file equivalent.")
+    return name, LAYERS[name]
+
+
+def layer_from_keras(entry, input_shape=None, where=None):
+    """A cgru layer from one Keras layer entry ({"class_name", "config", ...}), built for
+    ``input_shape`` (no batch axis) when given."""
+    class_name = entry.get("class_name")
+    config = entry.get("config", {})
+    where = where or f"Keras layer {config.get('name')!r} ({class_name})"
+    spec = LAYERS.get(class_name)
+    if spec is None:
+        known = sorted(n for n in LAYERS if LAYERS[n].cls.__name__ == n)
+        raise NotImplementedError(
+            f"Keras layer {config.get('name')!r} of class {class_name!r} has no cgru "
+            f"equivalent; cgru reads {', '.join(known + ['InputLayer'])}.")
+    return spec.from_keras(spec, config, input_shape, where)
+
+
+def layer_to_keras(layer, input_shape):
+    """One Keras layer entry for a cgru layer (``input_shape`` without the batch axis, or
+    None: no build_config)."""
+    class_name, spec = _spec_of(layer)
+    entry = {"module": "keras.layers", "class_name": class_name,
+             "config": spec.to_keras(spec, layer), "registered_name": None}
+    if input_shape is not None:
+        entry["build_config"] = {"input_shape": [None] + list(input_shape)}
+    return entry
+
+
+def weight_parts(layer):
+    """``(sub path, layer)`` pairs: where under the layer's HDF5 group each weight-holding
+    part keeps its ``vars``."""
+    return _spec_of(layer)[1].parts(layer)
+
+
+def _group_name(layer):
+    return _spec_of(layer)[1].group
+
+
+# ---------------------------------------------------------------------------------------------
+# Sequential configs
+# ---------------------------------------------------------------------------------------------
 def _input_shape_of(entry):
     """The shape without the batch axis that a Keras InputLayer entry declares."""
     config = entry.get("config", {})
@@ -243,90 +469,37 @@ def model_from_keras_config(config):
     if model_config.get("build_input_shape"):
         input_shape = tuple(model_config["build_input_shape"][1:])
     model = Sequential(name=model_config.get("name"))
-    for index, entry in enumerate(model_config.get("layers", [])):
-        class_name = entry.get("class_name")
-        layer_config = entry.get("config", {})
-        where = f"Keras layer {layer_config.get('name')!r} ({class_name})"
-        if class_name == "InputLayer":
+    for entry in model_config.get("layers", []):
+        if entry.get("class_name") == "InputLayer":
             input_shape = _input_shape_of(entry)
             continue
-        if class_name not in _FROM_KERAS:
-            raise NotImplementedError(
-                f"Keras layer {layer_config.get('name')!r} of class {class_name!r} has no "
-                f"cgru equivalent; cgru reads {', '.join(_KERAS_LAYERS)}.")
         if not model.layers and input_shape is None and entry.get("build_config"):
             input_shape = tuple(entry["build_config"]["input_shape"][1:])
-        first_shape = input_shape if not model.layers else None
-        model.add(_FROM_KERAS[class_name](layer_config, first_shape, where))
+        model.add(layer_from_keras(entry, input_shape if not model.layers else None))
     if not model.layers:
         raise ValueError("The Keras model has no layers.")
     return model
 
 
-# ---------------------------------------------------------------------------------------------
-# cgru layers -> Keras config
-# ---------------------------------------------------------------------------------------------
-def _keras_gru_config(layer, name):
-    if layer.stateful:
-        raise NotImplementedError(f"Layer '{layer.name}': stateful=True is not written to "
-                                  "Keras files by cgru (it needs the batch size in the "
-                                  "InputLayer).")
-    return {"name": name, "trainable": layer.trainable, "dtype": layer.dtype.name,
-            "return_sequences": layer.return_sequences, "return_state": False,
-            "go_backwards": layer.go_backwards, "stateful": False, "unroll": False,
-            "zero_output_for_mask": False, "units": layer.units, "activation": "tanh",
-            "recurrent_activation": "sigmoid", "use_bias": layer.use_bias,
-            **_penalty_entries(layer, ("kernel", "recurrent", "bias")),
-            "kernel_initializer": layer.get_config()["kernel_initializer"],
-            "recurrent_initializer": layer.get_config()["recurrent_initializer"],
-            "bias_initializer": layer.get_config()["bias_initializer"],
-            "dropout": layer.dropout, "recurrent_dropout": 0.0,
-            "reset_after": layer.reset_after, "seed": layer.seed}
-
-
-def _keras_layer_entry(layer, input_shape):
-    """One entry of config.json's "layers" list for a built cgru layer."""
-    if isinstance(layer, GRU):
-        if layer.return_state:
-            raise NotImplementedError(f"Layer '{layer.name}': return_state=True cannot be a "
-                                      "Sequential layer in Keras.")
-        class_name, config = "GRU", _keras_gru_config(layer, layer.name)
-    elif isinstance(layer, Bidirectional):
-        if layer.merge_mode is None or layer.return_state:
-            raise NotImplementedError(f"Layer '{layer.name}' returns several outputs; it "
-                                      "cannot be a Sequential layer in Keras.")
-        inner = _keras_gru_config(layer.forward_layer, layer.forward_layer.name)
-        class_name = "Bidirectional"
-        config = {"name": layer.name, "trainable": layer.trainable,
-                  "dtype": layer.dtype.name, "merge_mode": layer.merge_mode,
-                  "layer": {"module": "keras.layers", "class_name": "GRU", "config": inner,
-                            "registered_name": None}}
-    elif isinstance(layer, Dense):
-        class_name = "Dense"
-        config = {"name": layer.name, "trainable": layer.trainable, "dtype": layer.dtype.name,
-                  "units": layer.units, "activation": layer.activation or "linear",
-                  "use_bias": layer.use_bias, **_penalty_entries(layer, ("kernel", "bias")),
-                  "kernel_initializer": layer.get_config()["kernel_initializer"],
-                  "bias_initializer": layer.get_config()["bias_initializer"]}
-    elif isinstance(layer, Dropout):
-        class_name = "Dropout"
-        config = {"name": layer.name, "trainable": layer.trainable, "dtype": layer.dtype.name,
-                  "rate": layer.rate, "seed": layer.seed, "noise_shape": None}
-    else:
-        raise NotImplementedError(f"Layer '{layer.name}' ({type(layer).__name__}) has no "
-                                  "Keras file equivalent.")
-    return {"module": "keras.layers", "class_name": class_name, "config": config,
-            "registered_name": None,
-            "build_config": {"input_shape": [None] + list(input_shape)}}
-
-
 def _model_input_shape(model):
-    """The input shape without the batch axis, the time axis free unless it was fixed."""
+    """The input shape without the batch axis: the time axis free unless the first layer's
+    ``input_shape`` fixed it or a later layer needs it (a Flatten before a Dense)."""
     shape = list(model.input_shape[1:])
     fixed = model.layers[0].get_config().get("input_shape")
-    if len(shape) >= 2 and (fixed is None or fixed[0] is None):
-        shape[0] = None
-    return shape
+    if not shape or (fixed is not None and fixed[0] is not None):
+        return shape
+    if len(shape) < 2 and not _spec_of(model.layers[0])[1].ids:
+        return shape            # (features,): no time axis
+    free = [None] + shape[1:]
+    current = tuple(free)
+    try:
+        for layer in model.layers:
+            if layer.weights and current[-1] is None and not _spec_of(layer)[1].ids:
+                return shape    # a weight's size follows the time axis
+            current = tuple(layer.compute_output_shape(current))
+    except (TypeError, ValueError):
+        return shape
+    return free
 
 
 def keras_model_config(model):
@@ -338,13 +511,15 @@ def keras_model_config(model):
                          "its first layer `input_shape` before saving it.")
     shape = _model_input_shape(model)
     dtype = model.layers[0].dtype.name
+    # a model starting with an Embedding takes integer ids
+    input_dtype = "int32" if _spec_of(model.layers[0])[1].ids else dtype
     layers = [{"module": "keras.layers", "class_name": "InputLayer",
-               "config": {"batch_shape": [None] + shape, "dtype": dtype, "sparse": False,
+               "config": {"batch_shape": [None] + shape, "dtype": input_dtype, "sparse": False,
                           "ragged": False, "name": f"{model.name}_input"},
                "registered_name": None}]
     current = tuple(shape)
     for layer in model.layers:
-        layers.append(_keras_layer_entry(layer, current))
+        layers.append(layer_to_keras(layer, current))
         current = tuple(layer.compute_output_shape(current))
     return {"module": "keras", "class_name": "Sequential",
             "config": {"name": model.name, "trainable": True, "dtype": dtype,
@@ -355,27 +530,16 @@ def keras_model_config(model):
 # ---------------------------------------------------------------------------------------------
 # weights: the HDF5 layout
 # ---------------------------------------------------------------------------------------------
-def _layer_groups(model):
-    """(layer, h5 path, [(sub path, cgru sub-layer)]) for each layer, in Keras's naming."""
+def _layer_groups(layers):
+    """(layer, h5 path, [(sub path, part)]) for each layer of ``layers``, in Keras's naming:
+    groups counted per class in the order of the list."""
     counts = {}
-    for layer in model.layers:
-        base = _SNAKE.get(type(layer))
-        if base is None:
-            raise NotImplementedError(f"Layer '{layer.name}' ({type(layer).__name__}) has no "
-                                      "Keras file equivalent.")
+    for layer in layers:
+        base = _group_name(layer)
         n = counts.get(base)
         counts[base] = 0 if n is None else n + 1
         path = f"layers/{base}" if n is None else f"layers/{base}_{n + 1}"
-        if isinstance(layer, GRU):
-            parts = [("cell", layer)]
-        elif isinstance(layer, Bidirectional):
-            parts = [("forward_layer/cell", layer.forward_layer),
-                     ("backward_layer/cell", layer.backward_layer)]
-        elif isinstance(layer, Dense):
-            parts = [("", layer)]
-        else:
-            parts = []
-        yield layer, path, parts
+        yield layer, path, weight_parts(layer)
 
 
 def _read_vars(group):
@@ -383,9 +547,9 @@ def _read_vars(group):
     return [np.asarray(group[key]) for key in sorted(group.keys(), key=int)]
 
 
-def _set_layer_weights(model, h5, source):
+def _set_layer_weights(layers, h5, source):
     """Load every layer's arrays from an open h5 file in Keras's layout."""
-    for layer, path, parts in _layer_groups(model):
+    for layer, path, parts in _layer_groups(layers):
         for sub, part in parts:
             vars_path = "/".join(p for p in (path, sub, "vars") if p)
             if vars_path not in h5:
@@ -400,19 +564,17 @@ def _set_layer_weights(model, h5, source):
             part.set_weights(arrays)
 
 
-def _write_layer_weights(model, h5):
-    h5.create_group("vars").attrs["name"] = model.name
-    for layer, path, parts in _layer_groups(model):
+def _write_layer_weights(name, layers, h5):
+    h5.create_group("vars").attrs["name"] = name
+    for layer, path, parts in _layer_groups(layers):
         h5.create_group(f"{path}/vars").attrs["name"] = layer.name
-        if isinstance(layer, Bidirectional):
-            for side in ("forward_layer", "backward_layer"):
-                sub = getattr(layer, side)
-                h5.create_group(f"{path}/{side}/vars").attrs["name"] = sub.name
         for sub, part in parts:
-            group_path = "/".join(p for p in (path, sub, "vars") if p)
-            group = h5.require_group(group_path)
-            if sub.endswith("cell"):
-                group.attrs["name"] = "gru_cell"
+            steps = sub.split("/") if sub else []
+            # every object on the way has its (empty) vars group, as Keras writes them
+            for i in range(1, len(steps) + 1):
+                group = h5.require_group("/".join([path] + steps[:i] + ["vars"]))
+                group.attrs["name"] = part.name
+            group = h5.require_group("/".join([path] + steps + ["vars"]))
             for i, array in enumerate(part.get_weights()):
                 group.create_dataset(str(i), data=array)
 
@@ -420,10 +582,13 @@ def _write_layer_weights(model, h5):
 # ---------------------------------------------------------------------------------------------
 # optimizer and compile settings
 # ---------------------------------------------------------------------------------------------
-_KERAS_OPTIMIZER_DEFAULTS = {"weight_decay": None, "global_clipnorm": None,
-                             "clipvalue": None, "use_ema": False,
-                             "loss_scale_factor": None, "gradient_accumulation_steps": None}
-_SLOT_MAJOR = {"RMSprop"}  # Keras stores these slot by slot, the others weight by weight
+# Options whose state Keras keeps in another order than cgru (EMA copies and gradient
+# accumulators come first in Keras's variables): refused both ways for now.
+_KERAS_OPTIMIZER_DEFAULTS = {"use_ema": False, "gradient_accumulation_steps": None}
+
+
+def _optimizer_classes():
+    return {cls.__name__: cls for cls in optimizers_mod._OPTIMIZERS.values()}
 
 
 def _optimizer_from_keras(entry):
@@ -432,46 +597,40 @@ def _optimizer_from_keras(entry):
     class_name = entry.get("class_name")
     config = dict(entry.get("config", {}))
     where = f"Keras optimizer {class_name!r}"
-    if class_name not in ("Adam", "SGD", "RMSprop"):
-        raise NotImplementedError(f"{where} has no cgru equivalent (cgru has Adam, SGD, "
-                                  "RMSprop).")
-    _require(config, where, {**_KERAS_OPTIMIZER_DEFAULTS, "amsgrad": False})
-    if isinstance(config.get("learning_rate"), dict):
-        raise NotImplementedError(f"{where}: learning-rate schedules are not supported by "
-                                  "cgru.")
-    common = {"learning_rate": float(config.get("learning_rate", 0.001)),
-              "clipnorm": config.get("clipnorm")}
-    if class_name == "Adam":
-        return optimizers_mod.Adam(beta_1=config.get("beta_1", 0.9),
-                                   beta_2=config.get("beta_2", 0.999),
-                                   epsilon=config.get("epsilon", 1e-7), **common)
-    if class_name == "SGD":
-        return optimizers_mod.SGD(momentum=config.get("momentum", 0.0),
-                                  nesterov=bool(config.get("nesterov", False)), **common)
-    return optimizers_mod.RMSprop(rho=config.get("rho", 0.9),
-                                  momentum=config.get("momentum", 0.0),
-                                  epsilon=config.get("epsilon", 1e-7),
-                                  centered=bool(config.get("centered", False)), **common)
+    classes = _optimizer_classes()
+    if class_name not in classes:
+        raise NotImplementedError(f"{where} has no cgru equivalent (cgru has "
+                                  f"{', '.join(sorted(classes))}).")
+    _require(config, where, _KERAS_OPTIMIZER_DEFAULTS)
+    config.pop("ema_momentum", None)
+    config.pop("ema_overwrite_frequency", None)
+    lr = config.get("learning_rate")
+    if isinstance(lr, dict):
+        lr = {"class_name": lr.get("class_name"), "config": lr.get("config", {})}
+        try:
+            config["learning_rate"] = optimizers_mod.schedules.deserialize(lr)
+        except (ValueError, TypeError) as e:
+            raise NotImplementedError(f"{where}: learning-rate schedule "
+                                      f"{lr['class_name']!r} is not supported ({e}).") from None
+    try:
+        return classes[class_name](**config)
+    except (TypeError, ValueError) as e:
+        raise NotImplementedError(f"{where}: cgru cannot build it from its Keras config "
+                                  f"({e}).") from None
 
 
 def _keras_optimizer_entry(optimizer):
-    config = optimizer.get_config()
     class_name = type(optimizer).__name__
-    keras_config = {"name": config.get("name", class_name.lower()),
-                    "learning_rate": optimizer.learning_rate, "clipnorm": optimizer.clipnorm,
-                    **_KERAS_OPTIMIZER_DEFAULTS, "ema_momentum": 0.99,
-                    "ema_overwrite_frequency": None}
-    if class_name == "Adam":
-        keras_config.update(beta_1=config["beta_1"], beta_2=config["beta_2"],
-                            epsilon=config["epsilon"], amsgrad=False)
-    elif class_name == "SGD":
-        keras_config.update(momentum=config["momentum"], nesterov=config["nesterov"])
-    elif class_name == "RMSprop":
-        keras_config.update(rho=config["rho"], momentum=config["momentum"],
-                            epsilon=config["epsilon"], centered=config["centered"])
-    else:
+    if class_name not in _optimizer_classes():
         raise NotImplementedError(f"Optimizer {class_name} has no Keras file equivalent.")
-    return {"module": "keras.optimizers", "class_name": class_name, "config": keras_config,
+    config = optimizer.get_config()
+    _require(config, f"Optimizer {class_name}", _KERAS_OPTIMIZER_DEFAULTS)
+    lr = config["learning_rate"]
+    if isinstance(lr, dict):
+        config["learning_rate"] = {"module": "keras.optimizers.schedules",
+                                   "class_name": lr["class_name"], "config": lr["config"],
+                                   "registered_name": None}
+    return {"module": "keras.optimizers", "class_name": class_name, "config": config,
             "registered_name": None}
 
 
@@ -519,15 +678,47 @@ def _keras_compile_config(model):
             "steps_per_execution": 1}
 
 
-def _reorder(arrays, n_weights, slot_major, inverse):
-    """Slot arrays from cgru's order (weight by weight) to Keras's, or back with ``inverse``;
-    only slot-major optimizers (RMSprop) differ."""
-    if not slot_major or not arrays:
-        return list(arrays)
-    n_slots = len(arrays) // n_weights
-    if inverse:  # Keras slot-major -> cgru weight-major
-        return [arrays[s * n_weights + w] for w in range(n_weights) for s in range(n_slots)]
-    return [arrays[w * n_slots + s] for s in range(n_slots) for w in range(n_weights)]
+def _keras_slot_groups(optimizer):
+    """The optimizer's slot names in the groups Keras 3 creates them: each group weight by
+    weight (for each weight, its slots of the group), one group after the other. Adam's
+    ``velocity_hat`` (amsgrad) and each of RMSprop's slots make groups of their own."""
+    names = list(optimizer._active_slots())
+    if isinstance(optimizer, optimizers_mod.RMSprop):
+        return [[name] for name in names]
+    groups = [[n for n in names if n != "velocity_hat"]]
+    if "velocity_hat" in names:
+        groups.append(["velocity_hat"])
+    return groups
+
+
+def _slots_order(optimizer, n_weights, n_arrays):
+    """Indices that put cgru's ``variables()`` (each weight's slots in turn, then a rule's
+    extra state such as Nadam's running product) in Keras's order."""
+    names = list(optimizer._active_slots())
+    own = {(name, w): w * len(names) + i for w in range(n_weights)
+           for i, name in enumerate(names)}
+    order = [own[(name, w)] for group in _keras_slot_groups(optimizer)
+             for w in range(n_weights) for name in group]
+    return order + list(range(len(order), n_arrays))
+
+
+def _reorder(arrays, optimizer, n_weights, inverse):
+    """Slot arrays from cgru's order to Keras's, or back with ``inverse``."""
+    order = _slots_order(optimizer, n_weights, len(arrays))
+    if len(order) != len(arrays):
+        return list(arrays)             # not this optimizer's state: set_variables says so
+    if inverse:                         # Keras -> cgru
+        out = [None] * len(arrays)
+        for keras_index, own_index in enumerate(order):
+            out[own_index] = arrays[keras_index]
+        return out
+    return [arrays[i] for i in order]
+
+
+def _leading_scalars(optimizer):
+    """Keras's optimizer variables start with iterations, then the learning rate unless it
+    is a schedule (computed from iterations)."""
+    return 1 if isinstance(optimizer.get_config()["learning_rate"], dict) else 2
 
 
 def _write_optimizer(model, h5):
@@ -536,14 +727,15 @@ def _write_optimizer(model, h5):
         return
     # the slots are in the layers' own layout (a GRU's gate order): Keras's on the way out
     slots = slots_layout(model, optimizer, optimizer.variables(), to_keras=True)
-    slots = _reorder(slots, len(model.trainable_weights),
-                     type(optimizer).__name__ in _SLOT_MAJOR, False)
+    slots = _reorder(slots, optimizer, len(model.trainable_weights), False)
     group = h5.create_group("optimizer/vars")
     group.attrs["name"] = optimizer.name
     group.create_dataset("0", data=np.int64(optimizer.iterations))
-    group.create_dataset("1", data=np.float32(optimizer.learning_rate))
+    scalars = _leading_scalars(optimizer)
+    if scalars == 2:
+        group.create_dataset("1", data=np.float32(optimizer.learning_rate))
     for i, array in enumerate(slots):
-        group.create_dataset(str(i + 2), data=array)
+        group.create_dataset(str(i + scalars), data=array)
 
 
 def _read_optimizer(model, h5, source):
@@ -552,10 +744,10 @@ def _read_optimizer(model, h5, source):
     if optimizer is None or "optimizer/vars" not in h5:
         return
     arrays = _read_vars(h5["optimizer/vars"])
-    if len(arrays) < 2:
+    scalars = _leading_scalars(optimizer)
+    if len(arrays) < scalars:
         return
-    slots = _reorder(arrays[2:], len(model.trainable_weights),
-                     type(optimizer).__name__ in _SLOT_MAJOR, True)
+    slots = _reorder(arrays[scalars:], optimizer, len(model.trainable_weights), True)
     slots = slots_layout(model, optimizer, slots, to_keras=False)
     if not slots:
         optimizer.iterations = int(arrays[0])
@@ -574,7 +766,7 @@ def _read_optimizer(model, h5, source):
 def load_keras_model(path, *, compile=True):
     """A cgru Sequential from a ``.keras`` file that Keras 3 wrote (``model.save``).
 
-    Architecture (GRU, Bidirectional, Dense, Dropout, InputLayer), weights, and with
+    Architecture (every layer of ``LAYERS``, and InputLayer), weights, and with
     ``compile=True`` the compile settings and the optimizer's state (iterations and slots).
     A Keras layer or option cgru lacks raises NotImplementedError naming it. A GRU saved
     with ``use_bias=False`` gets zero biases (exact for inference; cgru then trains them).
@@ -598,7 +790,7 @@ def load_keras_model(path, *, compile=True):
     model = model_from_keras_config(config)
     with h5py.File(io.BytesIO(weights), "r") as h5:
         if model.built:  # a Keras model saved before it was built has no weights
-            _set_layer_weights(model, h5, path)
+            _set_layer_weights(model.layers, h5, path)
         compile_config = config.get("compile_config")
         if compile and compile_config:
             _compile_from_keras(model, compile_config)
@@ -616,7 +808,7 @@ def save_keras_model(model, path):
         config["compile_config"] = _keras_compile_config(model)
     buffer = io.BytesIO()
     with h5py.File(buffer, "w") as h5:
-        _write_layer_weights(model, h5)
+        _write_layer_weights(model.name, model.layers, h5)
         if "compile_config" in config:
             _write_optimizer(model, h5)
     metadata = {"keras_version": KERAS_VERSION,
@@ -643,7 +835,7 @@ def load_keras_weights(model, path):
     except OSError as e:
         raise ValueError(f"{path!r} is not a readable HDF5 weights file ({e}).") from None
     with h5:
-        _set_layer_weights(model, h5, path)
+        _set_layer_weights(model.layers, h5, path)
         if getattr(model, "compiled", False):
             _read_optimizer(model, h5, path)
     return model
@@ -658,7 +850,7 @@ def save_keras_weights(model, path):
         raise ValueError(f"Model '{model.name}' is not built; it has no weights to save.")
     buffer = io.BytesIO()
     with h5py.File(buffer, "w") as h5:
-        _write_layer_weights(model, h5)
+        _write_layer_weights(model.name, model.layers, h5)
         if getattr(model, "compiled", False) and model.optimizer is not None:
             _write_optimizer(model, h5)
     with atomic_output(path) as f:
