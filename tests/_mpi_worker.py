@@ -87,9 +87,17 @@ def main():
             out["error"] = ""
         except ValueError as e:
             out["error"] = str(e)
+    elif scenario == "threads":
+        import warnings
+        cgru.set_num_threads(os.cpu_count())
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            threads, ranks, cores, _ = strategy.check_threads()
+        out.update(threads=threads, local_size=ranks, cores=cores,
+                   warning=" ".join(str(w.message) for w in caught))
     else:
         raise ValueError(f"unknown scenario {scenario!r}")
-    if scenario != "shapes":
+    if scenario not in ("shapes", "threads"):
         for i, w in enumerate(model.get_weights()):
             out[f"w{i}"] = w
     np.savez(os.path.join(out_dir, f"{scenario}-rank{rank}.npz"), **out)
