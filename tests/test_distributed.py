@@ -239,3 +239,15 @@ def test_ranks_on_a_node_are_counted_and_oversubscription_warns(tmp_path):
         assert int(result["local_size"]) == 2           # both ranks run on this machine
         assert int(result["threads"]) == int(result["cores"])
         assert "2 ranks on this node" in str(result["warning"])
+
+
+def test_the_readme_example_runs_on_two_ranks(tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join([os.path.dirname(os.path.dirname(cgru.__file__)),
+                                           os.environ.get("PYTHONPATH", "")]))
+    script = os.path.join(os.path.dirname(HERE), "examples", "train_mpi.py")
+    done = subprocess.run([_mpiexec(), "-n", "2", sys.executable, "-m", "mpi4py", script],
+                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("2 ranks: validation accuracy") == 1
+    assert (tmp_path / "best.npz").exists()
