@@ -271,7 +271,8 @@ class MPIStrategy:
         self._check_batches = False
         self._kind = None
         self._buffers = {}
-        self.check_threads()
+        if self.local_rank == 0:
+            self.check_threads()
 
     def __repr__(self):
         return f"<MPIStrategy rank={self.rank} size={self.size}>"
@@ -280,7 +281,8 @@ class MPIStrategy:
     def check_threads(self):
         """Warns (once, on this rank) when this node's ranks x cgru's threads exceed its
         cores, or when cgru's threads exceed the cores this rank is bound to; returns
-        ``(threads, ranks on this node, cores of the node, cores this rank may use)``."""
+        ``(threads, ranks on this node, cores of the node, cores this rank may use)``.
+        ``MPIStrategy()`` calls it on the first rank of each node."""
         from .functional import get_num_threads
         threads = get_num_threads()
         cores = os.cpu_count() or 1
@@ -307,8 +309,7 @@ class MPIStrategy:
         model, kind = method.__self__, method.__name__
         if self.size == 1:
             return method(**arguments)
-        if kind == "fit":
-            self._check_trainable(model)
+        self._check_model(model, kind)
         self._compare_across_ranks(model, kind, arguments)
         self._check_batches = any(is_batch_source(v) for k, v in arguments.items()
                                   if k in ("x", "validation_data"))
@@ -318,10 +319,11 @@ class MPIStrategy:
             return None
         return result
 
-    def _check_trainable(self, model):
+    def _check_model(self, model, kind):
+        """What a share cannot compute exactly: a NotImplementedError on every rank."""
         loss = getattr(model, "loss", None)
         reduction = getattr(loss, "reduction", "sum_over_batch_size")
-        if loss is not None and reduction not in _EXACT_REDUCTIONS:
+        if kind == "fit" and loss is not None and reduction not in _EXACT_REDUCTIONS:
             raise NotImplementedError(
                 f"Distributed training needs a loss reduction of {_EXACT_REDUCTIONS} (the "
                 f"global divisor of '{reduction}' is not known to a share); received "
@@ -329,11 +331,13 @@ class MPIStrategy:
         for layer in _sublayers(model.layers):
             if getattr(layer, "stateful", False):
                 raise NotImplementedError(
-                    f"Distributed training of stateful layers (layer '{layer.name}') is not "
+                    f"Distributed {kind}() with stateful layers (layer '{layer.name}') is not "
                     "supported: a carried state belongs to rows that change rank.")
 
     def _compare_across_ranks(self, model, kind, arguments):
-        described = {k: _describe(v) for k, v in arguments.items() if k != "callbacks"}
+        # callbacks and verbosity may differ (``verbose=1 if rank == 0 else 0`` is common)
+        described = {k: _describe(v) for k, v in arguments.items()
+                     if k not in ("callbacks", "verbose")}
         described["model weights"] = [tuple(w.shape) for w in model.weights]
         every = self.comm.allgather(described)
         differ = sorted({k for d in every for k in d if d.get(k) != every[0].get(k)})

@@ -62,7 +62,7 @@ def test_strategy_refuses_losses_a_share_cannot_divide():
     model.compile(optimizer="sgd", loss=cgru.losses.SparseCategoricalCrossentropy(
         reduction="sum"))
     with pytest.raises(NotImplementedError, match="reduction"):
-        strategy._check_trainable(model)
+        strategy._check_model(model, "fit")
     with pytest.raises(ValueError, match="predict_on"):
         MPIStrategy(predict_on="rank0")
 
