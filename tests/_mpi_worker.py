@@ -46,6 +46,20 @@ def fit_callbacks(out_dir):
                                save_best_only=True)]
 
 
+class Batches(cgru.utils.PyDataset):
+    """The global batches of (x, y), ``BATCH`` rows each (the last one shorter)."""
+
+    def __init__(self, x, y):
+        super().__init__()
+        self.x, self.y = x, y
+
+    def __len__(self):
+        return -(-len(self.x) // BATCH)
+
+    def __getitem__(self, i):
+        return self.x[i * BATCH:(i + 1) * BATCH], self.y[i * BATCH:(i + 1) * BATCH]
+
+
 def main():
     scenario, out_dir = sys.argv[1], sys.argv[2]
     optimizer = sys.argv[3] if len(sys.argv) > 3 else "adam"
@@ -87,6 +101,18 @@ def main():
             out["error"] = ""
         except ValueError as e:
             out["error"] = str(e)
+    elif scenario == "more":
+        # a PyDataset of the global batches, shuffled by batch with the shared generator
+        model = make_model(optimizer)
+        model.fit(Batches(x, y), epochs=2, verbose=0, distribute=strategy)
+        out["dataset_weights"] = np.concatenate([w.ravel() for w in model.get_weights()])
+        # a non-finite loss on one rank's share stops every rank, before the update
+        model = make_model(optimizer)
+        bad = x.copy()
+        bad[BATCH - 1] = np.nan                 # the last row of the first batch: rank 1's
+        history = model.fit(bad, y, batch_size=BATCH, epochs=3, shuffle=False, verbose=0,
+                            distribute=strategy)
+        out["nan_loss"] = np.array(history.history["loss"])
     elif scenario == "threads":
         import warnings
         cgru.set_num_threads(os.cpu_count())
@@ -97,7 +123,7 @@ def main():
                    warning=" ".join(str(w.message) for w in caught))
     else:
         raise ValueError(f"unknown scenario {scenario!r}")
-    if scenario not in ("shapes", "threads"):
+    if scenario not in ("shapes", "threads", "more"):
         for i, w in enumerate(model.get_weights()):
             out[f"w{i}"] = w
     np.savez(os.path.join(out_dir, f"{scenario}-rank{rank}.npz"), **out)

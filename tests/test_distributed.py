@@ -251,3 +251,17 @@ def test_the_readme_example_runs_on_two_ranks(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.count("2 ranks: validation accuracy") == 1
     assert (tmp_path / "best.npz").exists()
+
+
+def test_a_dataset_of_global_batches_and_a_non_finite_loss_on_one_share(tmp_path):
+    _, ranks = _results("more", tmp_path)
+    x, y, _, _ = worker.make_data()
+    model = worker.make_model()
+    model.fit(worker.Batches(x, y), epochs=2, verbose=0)
+    expected = np.concatenate([w.ravel() for w in model.get_weights()])
+    for result in ranks:
+        np.testing.assert_allclose(result["dataset_weights"], expected, rtol=0, atol=1e-6)
+        # one process stops after the first batch, with its epoch's loss not finite
+        loss = result["nan_loss"]
+        assert loss.shape == (1,) and not np.isfinite(loss[0])
+    np.testing.assert_array_equal(ranks[0]["dataset_weights"], ranks[1]["dataset_weights"])
