@@ -62,8 +62,9 @@ Semantics. Keras's MultiWorkerMirroredStrategy (MWMS), PyTorch's DistributedData
   collective: a difference is a ``ValueError`` on every rank naming what differs. An
   exception on one rank once the ranks work together prints its traceback and calls
   ``MPI_Abort``, which ends the whole job (``mpiexec``, ``srun``) instead of leaving the
-  other ranks waiting in a collective. Run scripts with ``python -m mpi4py`` so that an
-  exception outside ``fit``/``evaluate``/``predict`` ends the job too.
+  other ranks waiting in a collective. An uncaught exception elsewhere in the script ends the
+  job too: a strategy of more than one rank sets ``sys.excepthook`` to call ``MPI_Abort``
+  (what ``python -m mpi4py``, the recommended launch, does for the whole script).
 - **Threads.** Each rank runs cgru's kernels with ``cgru.get_num_threads()`` threads. The
   strategy counts the ranks on each node (an MPI shared-memory split) and warns when ranks
   x threads exceed the node's cores, or threads exceed the cores the rank is bound to.
@@ -87,8 +88,10 @@ __all__ = ["MPIStrategy"]
 # callbacks that write files: rank 0 only
 _ROOT_ONLY = (ModelCheckpoint, CSVLogger, BackupAndRestore)
 _EXACT_REDUCTIONS = ("sum_over_batch_size", "mean")
-# environment variables that MPI launchers set (MPICH/Hydra and PMI, Open MPI, PMIx, Slurm)
-_LAUNCHER_SIZES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS")
+# environment variables that MPI launchers set (PMI: MPICH's Hydra and srun --mpi=pmi2; Open
+# MPI; a Slurm job step)
+_LAUNCHER_SIZES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS",
+                   "SLURM_STEP_NUM_TASKS")
 
 
 def _import_mpi():
@@ -271,8 +274,25 @@ class MPIStrategy:
         self._check_batches = False
         self._kind = None
         self._buffers = {}
+        if self.size > 1:
+            self._abort_on_uncaught_exceptions()
         if self.local_rank == 0:
             self.check_threads()
+
+    def _abort_on_uncaught_exceptions(self):
+        """An exception that ends the script on one rank ends the job (as ``python -m
+        mpi4py`` does), instead of leaving the other ranks in a collective."""
+        previous = sys.excepthook
+        if getattr(previous, "_cgru_aborts", False):
+            return
+        comm = self.comm
+
+        def hook(kind, value, tb):
+            previous(kind, value, tb)
+            sys.stderr.flush()
+            comm.Abort(1)
+        hook._cgru_aborts = True
+        sys.excepthook = hook
 
     def __repr__(self):
         return f"<MPIStrategy rank={self.rank} size={self.size}>"
