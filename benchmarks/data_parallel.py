@@ -7,7 +7,8 @@
 For each case (the medium and large shapes of bench.py: (T, B, I, H) = (100, 64, 128, 256)
 and (100, 64, 256, 512)) the model is GRU(H) on (T, I) inputs + Dense(1), mse, SGD. Each
 rank count N is one ``mpiexec -n N`` job; the cores of the machine are split between the
-ranks (``cgru.set_num_threads(cores // N)``, and as many BLAS threads). In each job, after a warm-up fit of two steps:
+ranks (``cgru.set_num_threads(cores // N)`` and as many BLAS threads; ``--threads T`` sets
+T per rank instead). In each job, after a warm-up fit of two steps:
 
 - ``samples/s``: ``fit`` over ``--steps`` global batches of B rows (one epoch, no shuffle),
   B * steps / the wall time of the fit, the best of ``--reps`` fits;
