@@ -29,7 +29,9 @@ Semantics. Keras's MultiWorkerMirroredStrategy (MWMS), PyTorch's DistributedData
   ``N`` leaves the last ranks without rows for that step.
 - **Gradients.** Each rank computes the gradient of its share's mean loss (with the
   regularizers' penalties), scales it by its share of the rows (``rows / n``), and one
-  in-place allreduce sums one flat buffer of every gradient per step. For the losses'
+  in-place allreduce sums one flat buffer of every gradient per step (in the weights' dtype;
+  beside it, started at the same time, a one-number float64 allreduce of the loss's total,
+  and when metrics are compiled an allgather of the predictions). For the losses'
   default reductions (``"sum_over_batch_size"``, ``"mean"``) with or without sample weights,
   that sum is the gradient one process computes on the global batch, uneven last batches
   included (Horovod and DDP average equal shares instead; MWMS scales by the global batch
