@@ -309,7 +309,11 @@ class MPIStrategy:
         threads = get_num_threads()
         cores = os.cpu_count() or 1
         bound = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cores
-        if self.local_size * threads > cores:
+        if self.local_size > cores:
+            warnings.warn(
+                f"{self.local_size} ranks on this node exceed its {cores} cores: run at most "
+                f"{cores} ranks per node.", RuntimeWarning, stacklevel=2)
+        elif self.local_size * threads > cores:
             warnings.warn(
                 f"{self.local_size} ranks on this node x {threads} threads each exceed its "
                 f"{cores} cores: set threads per rank to {max(1, cores // self.local_size)} "
