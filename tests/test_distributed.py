@@ -94,23 +94,23 @@ def _mpiexec():
     return path
 
 
-def _launch(scenario, out_dir, optimizer="adam", timeout=120):
-    """Runs the scenario on 2 ranks; returns (completed process, seconds)."""
+def _launch(scenario, out_dir, optimizer="adam", timeout=120, ranks=2):
+    """Runs the scenario on ``ranks`` ranks; returns (completed process, seconds)."""
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
                PYTHONPATH=os.pathsep.join([os.path.dirname(os.path.dirname(cgru.__file__)),
                                            HERE, os.environ.get("PYTHONPATH", "")]))
-    command = [_mpiexec(), "-n", "2", "-prepend-rank", sys.executable, "-m", "mpi4py",
+    command = [_mpiexec(), "-n", str(ranks), "-prepend-rank", sys.executable, "-m", "mpi4py",
                os.path.join(HERE, "_mpi_worker.py"), scenario, str(out_dir), optimizer]
     start = time.perf_counter()
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
     return done, time.perf_counter() - start
 
 
-def _results(scenario, out_dir, optimizer="adam"):
-    done, _ = _launch(scenario, out_dir, optimizer)
+def _results(scenario, out_dir, optimizer="adam", ranks=2):
+    done, _ = _launch(scenario, out_dir, optimizer, ranks=ranks)
     assert done.returncode == 0, done.stdout + done.stderr
     return done, [dict(np.load(os.path.join(out_dir, f"{scenario}-rank{r}.npz")))
-                  for r in range(2)]
+                  for r in range(ranks)]
 
 
 def _weights(result):
@@ -264,3 +264,18 @@ def test_a_dataset_of_global_batches_and_a_non_finite_loss_on_one_share(tmp_path
         loss = result["nan_loss"]
         assert loss.shape == (1,) and not np.isfinite(loss[0])
     np.testing.assert_array_equal(ranks[0]["dataset_weights"], ranks[1]["dataset_weights"])
+
+
+def test_ranks_without_rows_in_a_step_keep_training_as_one_process(tmp_path):
+    """3 ranks, a last batch of one row: two ranks draw nothing and then take rank 0's
+    dropout generators; dropout masks and weights stay those of one process."""
+    _, ranks = _results("tiny", tmp_path, ranks=3)
+    x, y, _, _ = worker.make_data()
+    model = worker.make_model()
+    model.fit(x[:9], y[:9], batch_size=4, epochs=3, verbose=0)
+    for result in ranks:
+        assert int(result["size"]) == 3
+        for got, want in zip(_weights(result), model.get_weights()):
+            np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+        for got, want in zip(_weights(result), _weights(ranks[0])):
+            np.testing.assert_array_equal(got, want)
