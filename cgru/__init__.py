@@ -18,3 +18,4 @@ from .layers import Masking  # noqa: E402,F401
 from .models import Sequential  # noqa: E402,F401
 from .models import load_model  # noqa: E402,F401
 from . import backend, preprocessing, utils  # noqa: E402,F401
+from . import distributed  # noqa: E402,F401  (mpi4py is imported by MPIStrategy())

@@ -76,6 +76,8 @@ def _check_verbose(verbose):
 
 @saving.register_serializable
 class Sequential:
+    _strategy = None    # [distribute hook] the cgru.distributed strategy of a running call
+
     def __init__(self, layers=None, name=None, seed=None):
         self.name = name or auto_name("Sequential")
         self.seed = seed
@@ -412,6 +414,8 @@ class Sequential:
         """One step on a batch; returns (loss, y_pred, output mask), the loss with the
         regularizers' penalties. No update when the loss is not finite. Constraints apply
         after the update, as Keras's optimizers apply them."""
+        if self._strategy is not None:      # [distribute hook] shard, allreduce, one update
+            return self._strategy.train_step(self, x, y, sample_weight)
         y_pred, ctxs = self._forward(x, training=True, need_grad=True)
         variables = self._trainable_variables()
         loss = self.loss(y, y_pred, sample_weight=sample_weight, mask=ctxs.output_mask) \
@@ -433,9 +437,12 @@ class Sequential:
     def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
             validation_split=0.0, validation_data=None, shuffle=True, class_weight=None,
             sample_weight=None, initial_epoch=0, steps_per_epoch=None, validation_steps=None,
-            validation_batch_size=None, validation_freq=1):
+            validation_batch_size=None, validation_freq=1, distribute=None):
         """Trains on arrays, or on a generator, iterable or PyDataset of (x, y) batches, as
-        Keras's ``fit``; returns the History."""
+        Keras's ``fit``; returns the History. ``distribute``: a ``cgru.distributed``
+        strategy (data-parallel over MPI; ``batch_size`` is the global batch)."""
+        if distribute is not None:          # [distribute hook]
+            return distribute.run(self.fit, locals())
         self._require_compiled("fit")
         batch_size = _check_batch_size(batch_size)
         if not isinstance(epochs, (int, np.integer)) or epochs < 0:
@@ -573,6 +580,9 @@ class Sequential:
         for cb in user_callbacks:
             if not isinstance(cb, Callback):
                 raise TypeError(f"`callbacks` must hold Callback instances; received {cb!r}.")
+        if self._strategy is not None:      # [distribute hook] collective callbacks
+            return self._strategy.callback_list(
+                user_callbacks + ([history] if history else []), self, params)
         return CallbackList(user_callbacks + ([history] if history else []), self, params)
 
     # -- evaluate / predict ----------------------------------------------------------------
@@ -599,7 +609,8 @@ class Sequential:
             if metrics is None:
                 metrics = self._make_metrics(yb.shape)
             cbs.on_test_batch_begin(step)
-            y_pred, ctxs = self._forward(xb)
+            y_pred, ctxs = (self._forward(xb) if self._strategy is None   # [distribute hook]
+                            else self._strategy.forward(self, xb))
             mask = ctxs.output_mask
             loss_sum += (self.loss(yb, y_pred, sample_weight=swb, mask=mask)
                          + self._regularization_loss(ctxs)) * len(xb)
@@ -622,9 +633,12 @@ class Sequential:
         return self._run_evaluation((x, y), batch_size, verbose=verbose, callbacks=callbacks)
 
     def evaluate(self, x=None, y=None, batch_size=None, verbose=0, sample_weight=None,
-                 steps=None, callbacks=None, return_dict=False):
+                 steps=None, callbacks=None, return_dict=False, distribute=None):
         """The loss, or ``[loss, metric, ...]`` when metrics were compiled (a dict with
-        ``return_dict``), over arrays or a generator or PyDataset of (x, y) batches."""
+        ``return_dict``), over arrays or a generator or PyDataset of (x, y) batches.
+        ``distribute``: a ``cgru.distributed`` strategy (each batch sharded over ranks)."""
+        if distribute is not None:          # [distribute hook]
+            return distribute.run(self.evaluate, locals())
         self._require_compiled("evaluate")
         batch_size = _check_batch_size(batch_size)
         verbose = _check_verbose(verbose)
@@ -647,9 +661,13 @@ class Sequential:
             return logs["loss"]
         return list(logs.values())          # the loss, then each metric in compile's order
 
-    def predict(self, x, batch_size=None, verbose=0, steps=None, callbacks=None):
+    def predict(self, x, batch_size=None, verbose=0, steps=None, callbacks=None,
+                distribute=None):
         """The model's output for arrays, or for a generator or PyDataset of x batches
-        (an (x, ...) tuple's first item), concatenated."""
+        (an (x, ...) tuple's first item), concatenated. ``distribute``: a
+        ``cgru.distributed`` strategy (each batch sharded over ranks)."""
+        if distribute is not None:          # [distribute hook]
+            return distribute.run(self.predict, locals())
         batch_size = _check_batch_size(batch_size)
         verbose = _check_verbose(verbose)
         if is_batch_source(x):
@@ -668,7 +686,8 @@ class Sequential:
             if not adapter.validated:
                 xb = self._prepare_x(xb, "x (a batch)")
             cbs.on_predict_batch_begin(step)
-            outs.append(self._forward(xb)[0])
+            outs.append((self._forward(xb) if self._strategy is None    # [distribute hook]
+                         else self._strategy.forward(self, xb))[0])
             cbs.on_predict_batch_end(step, {"outputs": outs[-1]})
             bar.update(step + 1, finalize=False if iterator.num_steps is None else None)
         if iterator.num_steps is None and outs:
