@@ -85,13 +85,16 @@ from .normalization import BatchNormalization, LayerNormalization
 from .noise import GaussianDropout, GaussianNoise, SpatialDropout1D
 from .pooling import (AveragePooling1D, GlobalAveragePooling1D, GlobalMaxPooling1D,
                       MaxPooling1D)
+from .merging import (Add, Average, Concatenate, Dot, Maximum, Minimum, Multiply, Subtract,
+                      add, average, concatenate, dot, maximum, minimum, multiply, subtract)
 
 for _cls in (GRU, Bidirectional, Dense, Dropout, InputLayer):
     saving.register_serializable(_cls)
 for _cls in (Embedding, Activation, Flatten, Permute, RepeatVector, Reshape,
              TimeDistributed, Conv1D, MaxPooling1D, AveragePooling1D, GlobalMaxPooling1D,
              GlobalAveragePooling1D, BatchNormalization, LayerNormalization,
-             SpatialDropout1D, GaussianNoise, GaussianDropout, Masking):
+             SpatialDropout1D, GaussianNoise, GaussianDropout, Masking,
+             Concatenate, Add, Subtract, Multiply, Average, Maximum, Minimum, Dot):
     saving.register_serializable(_cls)
 
 __all__ = ["Layer", "Weight", "GRU", "Bidirectional", "Dense", "Dropout", "Input",
@@ -101,6 +104,9 @@ __all__ += ["Embedding", "Activation", "Flatten", "Permute", "RepeatVector", "Re
             "GlobalMaxPooling1D", "GlobalAveragePooling1D", "BatchNormalization",
             "LayerNormalization", "SpatialDropout1D", "GaussianNoise", "GaussianDropout",
             "Masking"]
+__all__ += ["Concatenate", "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum",
+            "Dot", "concatenate", "add", "subtract", "multiply", "average", "maximum",
+            "minimum", "dot"]
 # Keras's short aliases
 MaxPool1D, AvgPool1D = MaxPooling1D, AveragePooling1D
 GlobalMaxPool1D, GlobalAvgPool1D = GlobalMaxPooling1D, GlobalAveragePooling1D
