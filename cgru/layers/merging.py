@@ -108,7 +108,13 @@ class _Merge(Layer):
                 if x.ndim < rank else x for x in inputs]
 
     def _input_grads(self, d_inputs, shapes):
-        return [_unbroadcast(d, shape).reshape(shape) for d, shape in zip(d_inputs, shapes)]
+        """Each gradient summed over the axes its input was broadcast along (with the axes
+        ``_aligned`` added), in the input's shape."""
+        out = []
+        for d, shape in zip(d_inputs, shapes):
+            aligned = shape[:1] + (1,) * (d.ndim - len(shape)) + tuple(shape[1:])
+            out.append(np.ascontiguousarray(_unbroadcast(d, aligned).reshape(shape)))
+        return out
 
     def __call__(self, inputs, training=False):
         if is_symbolic(inputs):
