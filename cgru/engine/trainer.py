@@ -499,12 +499,16 @@ class Trainer:
         return logs
 
     def _logs_as_list(self, logs):
-        """evaluate()'s list: the loss, the per-output losses, then the metrics (Keras's
-        order), or the loss alone."""
+        """evaluate()'s list as Keras 3 orders it: the loss, each output's loss (in the
+        outputs' order), then the metrics (in compile's order for one output, by name for
+        several); the loss alone when there is nothing else."""
         if len(logs) == 1:
             return logs["loss"]
         keys = [k for k, _ in self._loss_keys()]
-        return [logs[k] for k in keys] + [v for k, v in logs.items() if k not in keys]
+        rest = [k for k in logs if k not in keys]
+        if len(self._output_names) > 1:
+            rest = sorted(rest)
+        return [logs[k] for k in keys + rest]
 
     def evaluate(self, x=None, y=None, batch_size=None, verbose=0, sample_weight=None,
                  steps=None, callbacks=None, return_dict=False):
