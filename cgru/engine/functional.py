@@ -115,8 +115,6 @@ class Model(Trainer):
         return self(inputs, training=bool(training))
 
     def _init_training_state(self, name, seed):
-        if name == "functional_0":
-            name = "functional"
         self.name = name
         self.seed = seed
         self._shuffle_rng = np.random.default_rng(seed if seed is not None else fresh_seed())

@@ -74,6 +74,10 @@ class _Trace(list):
         return self.output_masks[0] if self.output_masks else None
 
 
+class _Prepared(tuple):
+    """(x, y, sample_weight) lists already checked and cast (validation data)."""
+
+
 class _EpochLogs:
     """Running sums of one epoch (or evaluation): losses summed over samples (each batch's
     mean times its size, so that the result is a per-sample average as Keras's total loss
@@ -364,16 +368,16 @@ class Trainer:
                     raise ValueError(f"`validation_split={validation_split}` leaves no "
                                      f"training or no validation samples out of {n}.")
                 rest = slice(split_at, None)
-                validation_data = (take_rows(xs, rest), take_rows(ys, rest),
-                                   take_rows(sws, rest), True)
+                validation_data = _Prepared((take_rows(xs, rest), take_rows(ys, rest),
+                                             take_rows(sws, rest)))
                 xs, ys, sws = (take_rows(xs, slice(split_at)), take_rows(ys, slice(split_at)),
                                take_rows(sws, slice(split_at)))
                 n = split_at
             if n == 0:
                 raise ValueError("`x` holds no samples; fit() needs at least one.")
             adapter = make_adapter(xs, ys, batch_size, shuffle, self._shuffle_rng, sws)
-        if validation_data is not None and not is_batch_source(validation_data) and not (
-                len(validation_data) == 4 and validation_data[3] is True):
+        if validation_data is not None and not is_batch_source(validation_data) and not \
+                isinstance(validation_data, _Prepared):
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (
                     2, 3):
                 raise ValueError("`validation_data` must be a tuple (x_val, y_val), a "
@@ -383,7 +387,7 @@ class Trainer:
             sw_val = self._prepare_sample_weights(
                 validation_data[2] if len(validation_data) == 3 else None, y_val,
                 "validation_data[2]")
-            validation_data = (x_val, y_val, sw_val, True)
+            validation_data = _Prepared((x_val, y_val, sw_val))
         epochs_iterator = EpochIterator(adapter, steps_per_epoch)
         steps = epochs_iterator.num_steps
 
@@ -466,8 +470,8 @@ class Trainer:
 
     # -- evaluate / predict ----------------------------------------------------------------
     def _run_evaluation(self, data, batch_size, steps=None, verbose=0, callbacks=None):
-        """The logs (loss and metrics over every sample) of evaluating on ``data``: prepared
-        lists (x, y, sample_weight, True), a generator or a PyDataset."""
+        """The logs (loss and metrics over every sample) of evaluating on ``data``:
+        ``_Prepared`` lists (x, y, sample_weight), a generator or a PyDataset."""
         if is_batch_source(data):
             adapter = make_adapter(data, None, batch_size, False, None)
         else:
@@ -526,7 +530,7 @@ class Trainer:
             xs, ys, sws = self._prepare_arrays(x, y, sample_weight)
             if num_rows(xs) == 0:
                 raise ValueError("`x` holds no samples; evaluate() needs at least one.")
-            data = (xs, ys, sws, True)
+            data = _Prepared((xs, ys, sws))
         logs = self._run_evaluation(data, batch_size, steps, verbose=verbose,
                                     callbacks=callbacks)
         return dict(logs) if return_dict else self._logs_as_list(logs)

@@ -1,4 +1,6 @@
 """Input and InputLayer: where a model's input shape, batch size and dtype are declared."""
+import numpy as np
+
 from .base import Layer
 from .node import KerasTensor, Node
 
@@ -28,7 +30,16 @@ class InputLayer(Layer):
             batch_shape = tuple(batch_shape)
             batch_size, shape = batch_shape[0], batch_shape[1:]
         shape = (shape,) if isinstance(shape, int) else tuple(shape)
+        integer = None      # integer ids (for an Embedding), as Keras's Input(dtype="int32")
+        if dtype is not None and isinstance(dtype, (str, type, np.dtype)):
+            try:
+                if np.issubdtype(np.dtype(dtype), np.integer):
+                    integer, dtype = np.dtype(dtype), None
+            except TypeError:
+                pass
         super().__init__(name=name, dtype=dtype, input_shape=shape, batch_size=batch_size)
+        if integer is not None:
+            self.dtype = integer
         self.build(self.input_shape)
         node = Node(self, [])
         #: The symbolic tensor this layer stands for (what ``Input`` returns).
