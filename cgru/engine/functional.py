@@ -108,6 +108,9 @@ class Model(Trainer):
             raise TypeError(f"Model got unexpected arguments {sorted(kwargs)}")
         self._init_training_state(name or auto_name("Functional"), seed)
         self._build_graph(inputs, outputs)
+        if not trainable:                   # as Keras's Model(..., trainable=False)
+            for layer in self.layers:
+                layer.trainable = False
 
     def call(self, inputs, training=None, mask=None):
         """The graph's outputs for ``inputs`` (a subclass may not override this: see the
