@@ -328,3 +328,50 @@ def test_generators_yield_lists_and_dicts_of_arrays():
                                model.predict([xa, xb]), rtol=1e-6)
     logs = model.evaluate(batches(), steps=2, return_dict=True)
     np.testing.assert_allclose(logs["loss"], model.evaluate([xa, xb], y)[0], rtol=1e-6)
+
+
+def _embedding_model(L, M, Input):
+    ids = Input((6,), dtype="int32", name="ids")
+    emb = L.Embedding(12, 4, mask_zero=True, name="emb")(ids)
+    pooled = L.GlobalAveragePooling1D(name="pool")(emb)
+    dense = L.Dense(4, activation="tanh", name="d")
+    return M(ids, L.Dense(1, name="out")(L.add([dense(pooled), pooled], name="sum")))
+
+
+def test_integer_input_and_embedding_mask_through_a_graph_train_as_keras():
+    """Input(dtype="int32") -> Embedding(mask_zero=True) -> masked average -> add: SGD (Keras's
+    TensorFlow backend gives Adam one embedding row per occurrence, see the README)."""
+    k = keras()
+    rng = np.random.default_rng(8)
+    ids = rng.integers(1, 12, (16, 6))
+    ids[:6, 4:] = 0                              # padding, masked
+    y = rng.standard_normal((16, 1)).astype(np.float32)
+    k_model = _embedding_model(k.layers, k.Model, k.Input)
+    c_model = _embedding_model(CL, cgru.Model, cgru.Input)
+    assert c_model.inputs[0].dtype == "int32"
+    _copy_weights(k_model, c_model)
+    k_model.compile(optimizer=k.optimizers.SGD(0.1), loss="mse")
+    c_model.compile(optimizer=copt.SGD(0.1), loss="mse")
+    kh = k_model.fit(ids, y, batch_size=8, epochs=3, shuffle=False, verbose=0)
+    ch = c_model.fit(ids, y, batch_size=8, epochs=3, shuffle=False, verbose=0)
+    _assert_same_run(kh, ch, k_model, c_model)
+
+
+def test_frozen_model_keeps_its_weights():
+    a = cgru.Input((3,))
+    model = cgru.Model(a, CL.Dense(2)(CL.Dense(4)(a)), trainable=False)
+    model.compile(loss="mse", optimizer="sgd")
+    before = model.get_weights()
+    model.fit(np.ones((4, 3)), np.zeros((4, 2)), epochs=2, verbose=0)
+    for w0, w1 in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(w0, w1)
+    assert model.trainable_weights == [] and len(model.non_trainable_weights) == 4
+
+
+def test_sequential_shares_the_model_structure_api():
+    model = cgru.Sequential([CL.GRU(3, input_shape=(4, 2)), CL.Dense(1, name="last")])
+    assert isinstance(model, cgru.Model)
+    assert model.inputs[0].shape == (None, 4, 2) and model.output.shape == (None, 1)
+    assert model.get_layer("last") is model.layers[-1] and model.output_names == ["last"]
+    with pytest.raises(AttributeError, match="no defined inputs"):
+        cgru.Sequential([CL.Dense(1)]).inputs

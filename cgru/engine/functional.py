@@ -225,11 +225,13 @@ class Model(Trainer):
 
     @property
     def input(self):
-        return self._inputs[0] if len(self._inputs) == 1 else self.inputs
+        inputs = self.inputs
+        return inputs[0] if len(inputs) == 1 else inputs
 
     @property
     def output(self):
-        return self._outputs[0] if len(self._outputs) == 1 else self.outputs
+        outputs = self.outputs
+        return outputs[0] if len(outputs) == 1 else outputs
 
     @property
     def input_shape(self):

@@ -218,6 +218,29 @@ class Sequential(Model):
     def _output_names(self):
         return [self.layers[-1].name] if self.layers else ["output"]
 
+    @property
+    def _input_names(self):
+        return [self._input_layer.name if self._input_layer is not None else "input"]
+
+    @property
+    def inputs(self):
+        """The symbolic input (once the model is built), as Keras's ``model.inputs``."""
+        if self._input_layer is not None:
+            return [self._input_layer.output]
+        if not self.built:
+            raise AttributeError(f"Sequential model '{self.name}' has no defined inputs yet: "
+                                 "build it or give its first layer an input shape.")
+        return [KerasTensor(self.input_shape, self.layers[0].dtype.name, name="input")]
+
+    @property
+    def outputs(self):
+        """The symbolic output (once the model is built), as Keras's ``model.outputs``."""
+        if not self.built:
+            raise AttributeError(f"Sequential model '{self.name}' has no defined outputs yet: "
+                                 "build it or give its first layer an input shape.")
+        return [KerasTensor(self.output_shape, self.layers[-1].dtype.name,
+                            name=self.layers[-1].name)]
+
     def _prepare_inputs(self, x, arg="x"):
         return [self._prepare_x(x, arg)]
 
