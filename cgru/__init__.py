@@ -15,7 +15,9 @@ from .layers import (AveragePooling1D, Conv1D, GlobalAveragePooling1D,  # noqa: 
 from .layers import BatchNormalization, LayerNormalization  # noqa: E402,F401
 from .layers import GaussianDropout, GaussianNoise, SpatialDropout1D  # noqa: E402,F401
 from .layers import Masking  # noqa: E402,F401
-from .models import Sequential  # noqa: E402,F401
+from .layers import (Add, Average, Concatenate, Dot, Maximum, Minimum,  # noqa: E402,F401
+                     Multiply, Subtract)
+from .models import Model, Sequential  # noqa: E402,F401
 from .models import load_model  # noqa: E402,F401
 from . import backend, preprocessing, utils  # noqa: E402,F401
 from . import distributed  # noqa: E402,F401  (mpi4py is imported by MPIStrategy())

@@ -25,16 +25,33 @@ def is_batch_source(x):
     return hasattr(x, "__next__") or (hasattr(x, "__iter__") and not hasattr(x, "shape"))
 
 
+def take_rows(data, rows):
+    """``rows`` of an array, or of each array in a list (None stays None)."""
+    if data is None:
+        return None
+    if isinstance(data, (list, tuple)):
+        return [take_rows(d, rows) for d in data]
+    return data[rows]
+
+
+def num_rows(data):
+    """The number of samples of an array, or of a list's first array."""
+    while isinstance(data, (list, tuple)):
+        data = data[0]
+    return data.shape[0]
+
+
 class ArrayAdapter:
-    """Batches of ``batch_size`` rows of arrays already checked and cast, shuffled each pass
-    with ``rng`` (the model's seeded generator) when ``shuffle``."""
+    """Batches of ``batch_size`` rows of arrays already checked and cast (an array, or a list
+    of arrays for several inputs or outputs), shuffled each pass with ``rng`` (the model's
+    seeded generator) when ``shuffle``."""
 
     validated = True
 
     def __init__(self, x, y, batch_size, shuffle=False, rng=None, sample_weight=None):
         self.x, self.y, self.batch_size, self.shuffle, self.rng = x, y, batch_size, shuffle, rng
         self.sample_weight = sample_weight
-        self.num_samples = x.shape[0]
+        self.num_samples = num_rows(x)
         self.num_batches = math.ceil(self.num_samples / batch_size)
 
     def batches(self):
@@ -45,8 +62,8 @@ class ArrayAdapter:
                 rows = slice(step * size, (step + 1) * size)
             else:
                 rows = order[step * size:(step + 1) * size]
-            yield (self.x[rows], None if self.y is None else self.y[rows],
-                   None if self.sample_weight is None else self.sample_weight[rows])
+            yield (take_rows(self.x, rows), take_rows(self.y, rows),
+                   take_rows(self.sample_weight, rows))
 
     def on_epoch_end(self):
         pass

@@ -81,7 +81,8 @@ import warnings
 import numpy as np
 
 from .callbacks import BackupAndRestore, CallbackList, CSVLogger, ModelCheckpoint
-from .data_adapters import is_batch_source
+from .data_adapters import is_batch_source, num_rows, take_rows
+from .engine.trainer import _Trace
 from .layers.base import Layer
 from .optimizers._flat import flat_arrays
 
@@ -347,13 +348,13 @@ class MPIStrategy:
 
     def _check_model(self, model, kind):
         """What a share cannot compute exactly: a NotImplementedError on every rank."""
-        loss = getattr(model, "loss", None)
-        reduction = getattr(loss, "reduction", "sum_over_batch_size")
-        if kind == "fit" and loss is not None and reduction not in _EXACT_REDUCTIONS:
-            raise NotImplementedError(
-                f"Distributed training needs a loss reduction of {_EXACT_REDUCTIONS} (the "
-                f"global divisor of '{reduction}' is not known to a share); received "
-                f"reduction={reduction!r}.")
+        for loss in getattr(model, "_losses", None) or ():
+            reduction = getattr(loss, "reduction", "sum_over_batch_size")
+            if kind == "fit" and loss is not None and reduction not in _EXACT_REDUCTIONS:
+                raise NotImplementedError(
+                    f"Distributed training needs a loss reduction of {_EXACT_REDUCTIONS} "
+                    f"(the global divisor of '{reduction}' is not known to a share); "
+                    f"received reduction={reduction!r} for the loss '{loss.name}'.")
         for layer in _sublayers(model.layers):
             if getattr(layer, "stateful", False):
                 raise NotImplementedError(
@@ -409,8 +410,15 @@ class MPIStrategy:
         return bool(self.comm.allreduce(bool(flag), op=self._MPI.LOR))
 
     def _check_batch(self, *arrays):
-        """For generator sources: every rank's batch must have the same shapes."""
-        shapes = tuple(None if a is None else tuple(np.shape(a)) for a in arrays)
+        """For generator sources: every rank's batch (lists of arrays: inputs, targets,
+        sample weights) must have the same shapes."""
+        def shapes_of(a):
+            if a is None:
+                return None
+            if isinstance(a, (list, tuple)):
+                return tuple(shapes_of(item) for item in a)
+            return tuple(np.shape(a))
+        shapes = tuple(shapes_of(a) for a in arrays)
         every = self.comm.allgather(shapes)
         if any(s != every[0] for s in every):
             raise _CollectiveError(
@@ -483,108 +491,134 @@ class MPIStrategy:
             for layer, rng in patched:
                 layer._dropout_rng = rng
 
-    def train_step(self, model, x, y, sample_weight=None):
-        """The model's training step on a global batch: this rank's share forward and
-        backward, the scaled gradients summed over ranks, one optimizer step everywhere.
-        Returns (global loss, predictions, None) as the model's ``_train_step``: the
-        predictions of the whole batch when metrics need them, else this share's."""
+    def train_step(self, model, xs, ys, sws=None):
+        """The model's training step (``Trainer._train_step``) on a global batch: this
+        rank's share of every input, target and sample weight through the engine's forward,
+        loss (per output, with ``loss_weights`` and the regularizers' penalties) and
+        gradients, the gradients scaled by the share's rows and summed over ranks in one
+        flat buffer, then one update (``_apply_gradients``) everywhere. Returns (global
+        loss, global per-output losses, outputs, output masks) as ``_train_step``: the
+        outputs of the whole batch when metrics need them, else this share's."""
         MPI = self._MPI
         if self._check_batches:
-            self._check_batch(x, y, sample_weight)
-        n = len(x)
+            self._check_batch(xs, ys, sws)
+        n = num_rows(xs)
         start, stop = share(n, self.rank, self.size)
         variables = model._trainable_variables()
         params = [v.array for v in variables]
         grads = self._grad_buffer(params)
-        total, y_pred, mask = 0.0, None, None
+        n_out = len(ys)
+        # [total, each output's loss] times the share's rows, summed over ranks
+        stats = np.zeros(1 + n_out, np.float64)
+        ys_pred = None
         if stop > start:
-            xs, ys = x[start:stop], y[start:stop]
-            sws = None if sample_weight is None else sample_weight[start:stop]
+            rows = slice(start, stop)
+            xs_s, ys_s, sws_s = take_rows(xs, rows), take_rows(ys, rows), take_rows(sws, rows)
             with self._global_draws(model, n, start, stop):
-                y_pred, ctxs = model._forward(xs, training=True, need_grad=True)
-            mask = ctxs.output_mask
-            if mask is not None:
+                ys_pred, trace = model._run_graph(xs_s, training=True, need_grad=True)
+            if any(m is not None for m in trace.output_masks):
                 raise NotImplementedError(
                     "Distributed training with a mask that reaches the loss (Masking or "
-                    "Embedding(mask_zero=True) before the output) is not supported: the "
+                    "Embedding(mask_zero=True) before an output) is not supported: the "
                     "loss's divisor, the global count of valid steps, is not known to a share.")
-            loss = model.loss(ys, y_pred, sample_weight=sws) \
-                + model._regularization_loss(ctxs, variables)
-            total = loss * (stop - start)
+            loss, per_output = model._compute_loss(ys_s, ys_pred, sws_s, trace, variables)
+            stats[0] = loss * (stop - start)
+            for i, value in enumerate(per_output):
+                if value is not None:
+                    stats[1 + i] = value * (stop - start)
             if math.isfinite(loss):
                 scale = (stop - start) / n
-                for view, g in zip(grads, model._backward(ys, y_pred, ctxs, variables, sws)):
+                for view, g in zip(grads, model._compute_gradients(ys_s, ys_pred, trace,
+                                                                   variables, sws_s)):
                     np.multiply(g, view.dtype.type(scale), out=view, casting="same_kind")
             else:
                 grads.flat[...] = 0
         else:
             grads.flat[...] = 0
-        stats = np.array([total], np.float64)
         requests = [self.comm.Iallreduce(MPI.IN_PLACE, grads.flat, op=MPI.SUM),
                     self.comm.Iallreduce(MPI.IN_PLACE, stats, op=MPI.SUM)]
-        if model._metric_names:
-            y_pred = self._gather_rows(y_pred)
+        if _has_metrics(model):
+            ys_pred = self._gather_outputs(ys_pred)
+        elif ys_pred is None:
+            ys_pred = _no_rows(model, xs)
         MPI.Request.Waitall(requests)
         loss = float(stats[0]) / n
+        per_output = [None if l is None else float(stats[1 + i]) / n
+                      for i, l in enumerate(model._losses)]
         if math.isfinite(loss):
-            model.optimizer.apply(params, grads)
-            for v in variables:
-                if v.constraint is not None:
-                    v.array[...] = v.constraint(v.array)
+            model._apply_gradients(variables, grads)
         self._after_step(model, n)
-        return loss, y_pred, None
+        return loss, per_output, ys_pred, [None] * n_out
 
     def _after_step(self, model, n):
+        layers = model._weight_layers()
         if n < self.size:           # some ranks drew nothing: they take rank 0's generators
-            states = self.comm.bcast([layer.rng_state() for layer in model.layers]
+            states = self.comm.bcast([layer.rng_state() for layer in layers]
                                      if self.rank == 0 else None, root=0)
-            for layer, state in zip(model.layers, states):
+            for layer, state in zip(layers, states):
                 layer.set_rng_state(state)
-        updated = [v.array for layer in model.layers if layer.trainable
+        updated = [v.array for layer in layers if layer.trainable
                    for v in layer.variables if not v.trainable]
         if updated:                 # moving statistics: rank 0's (DDP's broadcast_buffers)
             self._bcast_arrays(updated)
 
     # -- inference -------------------------------------------------------------------------
-    def _gather_rows(self, rows, to_all=True):
-        """The ranks' row blocks concatenated in rank order (None blocks skipped), on every
-        rank (or on rank 0; elsewhere None)."""
+    def _gather_outputs(self, ys, to_all=True):
+        """Every rank's output blocks (one list per rank, None for a rank without rows)
+        concatenated per output in rank order, on every rank (or on rank 0; elsewhere
+        None)."""
         if to_all:
-            blocks = self.comm.allgather(rows)
+            blocks = self.comm.allgather(ys)
         else:
-            blocks = self.comm.gather(rows, root=0)
+            blocks = self.comm.gather(ys, root=0)
             if self.rank != 0:
                 return None
         blocks = [b for b in blocks if b is not None]
-        return np.concatenate(blocks, axis=0) if blocks else None
+        return [np.concatenate(parts, axis=0) for parts in zip(*blocks)]
 
-    def forward(self, model, x):
-        """The inference forward of evaluate, validation and predict on a global batch:
-        this rank's rows, the outputs (and the output mask, and the outputs that activity
-        regularizers read) gathered from every rank. Returns (outputs, trace) as the
-        model's ``_forward``."""
+    def forward(self, model, xs):
+        """The inference forward of evaluate, validation and predict (``Trainer.
+        _inference_forward``) on a global batch: this rank's rows of every input, the
+        outputs (and their masks, and the outputs that activity regularizers read) gathered
+        from every rank. Returns (outputs, trace) as the model's ``_run_graph``."""
         if self._check_batches:
-            self._check_batch(x)
-        n = len(x)
+            self._check_batch(xs)
+        n = num_rows(xs)
         start, stop = share(n, self.rank, self.size)
         local = None
         if stop > start:
-            y, ctxs = model._forward(x[start:stop])
-            local = (y, ctxs.output_mask, [out for _, _, out in ctxs])
+            ys, trace = model._run_graph(take_rows(xs, slice(start, stop)))
+            local = (ys, trace.output_masks, [entry[2] for entry in trace])
         to_all = not (self._kind == "predict" and self.predict_on == "root")
         blocks = self.comm.allgather(local) if to_all else self.comm.gather(local, root=0)
         if blocks is None:                  # predict_on="root", a rank other than 0
-            return np.zeros((0,), model.layers[-1].dtype), _GatheredTrace([])
+            return _no_rows(model, xs), _GatheredTrace()
         blocks = [b for b in blocks if b is not None]
-        y = np.concatenate([b[0] for b in blocks], axis=0)
-        trace = _GatheredTrace([(None, None, None if out is None else np.concatenate(
-            [b[2][i] for b in blocks], axis=0)) for i, out in enumerate(blocks[0][2])])
-        if blocks[0][1] is not None:
-            trace.output_mask = np.concatenate([b[1] for b in blocks], axis=0)
-        return y, trace
+
+        def joined(parts):
+            return None if parts[0] is None else np.concatenate(parts, axis=0)
+
+        ys = [joined(parts) for parts in zip(*[b[0] for b in blocks])]
+        trace = _GatheredTrace(
+            (None, None, None if acts is None else [joined(parts) for parts in zip(
+                *[b[2][s] for b in blocks])], None)
+            for s, acts in enumerate(blocks[0][2]))
+        trace.output_masks = [joined(parts) for parts in zip(*[b[1] for b in blocks])]
+        return ys, trace
 
 
-class _GatheredTrace(list):
-    """A forward's trace as the loss and the regularizers read it: (None, None, output read
-    by an activity regularizer) per layer, and the output mask."""
-    output_mask = None
+def _has_metrics(model):
+    return any(getattr(model, "_output_metrics", ())) or any(
+        getattr(model, "_output_weighted_metrics", ()))
+
+
+def _no_rows(model, xs):
+    """The model's outputs for zero rows of ``xs`` (a rank without rows for a step)."""
+    shapes = model._output_shapes([x.shape[1:] for x in xs])
+    return [np.zeros((0,) + tuple(s), dtype) for s, dtype in zip(shapes,
+                                                                  model._output_dtypes())]
+
+
+class _GatheredTrace(_Trace):
+    """A forward's trace as the loss and the regularizers read it: per step (None, None,
+    the outputs an activity regularizer reads, None), and the outputs' masks."""

@@ -3,14 +3,18 @@
 Around the GRU, the layers real recurrent models use, with Keras 3's names, arguments and
 weights: Embedding, Masking; Activation, Flatten, Reshape, Permute, RepeatVector, TimeDistributed;
 Conv1D; MaxPooling1D, AveragePooling1D, GlobalMaxPooling1D, GlobalAveragePooling1D;
-BatchNormalization, LayerNormalization; SpatialDropout1D, GaussianNoise, GaussianDropout.
+BatchNormalization, LayerNormalization; SpatialDropout1D, GaussianNoise, GaussianDropout;
+the merging layers Concatenate, Add, Subtract, Multiply, Average, Maximum, Minimum, Dot and
+their functions (concatenate, add, ...).
 Keras layers cgru lacks (LSTM, Conv2D, MultiHeadAttention, ...) import from here and raise
 NotImplementedError when constructed, naming what to use instead.
 
 Layers are batch-first, as in Keras. A user calls a layer, ``layer(x, training=False)``: it
 casts ``x`` to the layer's dtype, checks its shape, builds the weights on first use and
-returns the output. Models drive layers through the protocol below and nothing else: a model
-never looks at a layer's class.
+returns the output. Called on symbolic tensors (``cgru.Input`` or another layer's output),
+it builds itself for their shapes and records the call, which is how a functional
+``cgru.Model(inputs, outputs)`` learns its graph (``cgru.layers.node``). Models drive layers
+through the protocol below and nothing else: a model never looks at a layer's class.
 
 The layer protocol
 ------------------
@@ -42,6 +46,13 @@ The layer protocol
     with the loss (sigmoid with binary crossentropy, softmax with categorical
     crossentropy), the model asks the loss for the gradient at the activation's input and
     calls ``backward(..., at_logits=True)``, as Keras computes these losses from logits.
+
+Layers with several inputs (the merging layers) take lists where the protocol says
+"inputs": ``check_input_shape``, ``build`` and ``compute_output_shape`` get a list of
+shapes, ``forward`` a list of arrays and a list of masks (None for an input without one;
+``mask=None`` when no input has one), ``compute_mask`` the same two lists, and ``backward``
+returns a list of input gradients (or None when ``need_input_grad`` is False). The model
+calls a layer with a list exactly when the layer was called on a list.
 
 The model casts between layers of different dtypes: each layer receives its inputs in its
 own dtype and its input gradient goes back in the dtype the previous layer produced.
@@ -85,13 +96,16 @@ from .normalization import BatchNormalization, LayerNormalization
 from .noise import GaussianDropout, GaussianNoise, SpatialDropout1D
 from .pooling import (AveragePooling1D, GlobalAveragePooling1D, GlobalMaxPooling1D,
                       MaxPooling1D)
+from .merging import (Add, Average, Concatenate, Dot, Maximum, Minimum, Multiply, Subtract,
+                      add, average, concatenate, dot, maximum, minimum, multiply, subtract)
 
 for _cls in (GRU, Bidirectional, Dense, Dropout, InputLayer):
     saving.register_serializable(_cls)
 for _cls in (Embedding, Activation, Flatten, Permute, RepeatVector, Reshape,
              TimeDistributed, Conv1D, MaxPooling1D, AveragePooling1D, GlobalMaxPooling1D,
              GlobalAveragePooling1D, BatchNormalization, LayerNormalization,
-             SpatialDropout1D, GaussianNoise, GaussianDropout, Masking):
+             SpatialDropout1D, GaussianNoise, GaussianDropout, Masking,
+             Concatenate, Add, Subtract, Multiply, Average, Maximum, Minimum, Dot):
     saving.register_serializable(_cls)
 
 __all__ = ["Layer", "Weight", "GRU", "Bidirectional", "Dense", "Dropout", "Input",
@@ -101,6 +115,9 @@ __all__ += ["Embedding", "Activation", "Flatten", "Permute", "RepeatVector", "Re
             "GlobalMaxPooling1D", "GlobalAveragePooling1D", "BatchNormalization",
             "LayerNormalization", "SpatialDropout1D", "GaussianNoise", "GaussianDropout",
             "Masking"]
+__all__ += ["Concatenate", "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum",
+            "Dot", "concatenate", "add", "subtract", "multiply", "average", "maximum",
+            "minimum", "dot"]
 # Keras's short aliases
 MaxPool1D, AvgPool1D = MaxPooling1D, AveragePooling1D
 GlobalMaxPool1D, GlobalAvgPool1D = GlobalMaxPooling1D, GlobalAveragePooling1D

@@ -5,6 +5,7 @@ import re
 import numpy as np
 
 from .. import backend, constraints, initializers, regularizers
+from .node import is_symbolic, symbolic_call
 
 # Automatic names, numbered per base name as Keras does ("gru", "gru_1", ...).
 _name_counts = collections.defaultdict(int)
@@ -238,6 +239,8 @@ class Layer:
         return x
 
     def __call__(self, x, training=False):
+        if is_symbolic(x):                  # building a functional model
+            return symbolic_call(self, x, training=training)
         x = self.cast(x)
         self.check_input_shape(x.shape)
         self.ensure_built(x.shape[1:])

@@ -1,5 +1,8 @@
 """Input and InputLayer: where a model's input shape, batch size and dtype are declared."""
+import numpy as np
+
 from .base import Layer
+from .node import KerasTensor, Node
 
 
 class InputLayer(Layer):
@@ -27,8 +30,23 @@ class InputLayer(Layer):
             batch_shape = tuple(batch_shape)
             batch_size, shape = batch_shape[0], batch_shape[1:]
         shape = (shape,) if isinstance(shape, int) else tuple(shape)
+        integer = None      # integer ids (for an Embedding), as Keras's Input(dtype="int32")
+        if dtype is not None and isinstance(dtype, (str, type, np.dtype)):
+            try:
+                if np.issubdtype(np.dtype(dtype), np.integer):
+                    integer, dtype = np.dtype(dtype), None
+            except TypeError:
+                pass
         super().__init__(name=name, dtype=dtype, input_shape=shape, batch_size=batch_size)
+        if integer is not None:
+            self.dtype = integer
         self.build(self.input_shape)
+        node = Node(self, [])
+        #: The symbolic tensor this layer stands for (what ``Input`` returns).
+        self.output = KerasTensor(self.batch_shape, self.dtype.name, node=node,
+                                  name=self.name, input_layer=self)
+        node.outputs = [self.output]
+        self._inbound_nodes = [node]
 
     @property
     def batch_shape(self):
@@ -45,24 +63,6 @@ class InputLayer(Layer):
                 "name": self.name}
 
 
-class KerasTensor:
-    """What ``Input`` returns: a symbolic input of a known shape (batch axis first) and
-    dtype, made by an InputLayer. A ``Sequential`` accepts it as its first element."""
-
-    def __init__(self, input_layer):
-        self.input_layer = input_layer
-        self.shape = input_layer.batch_shape
-        self.dtype = input_layer.dtype.name
-        self.name = input_layer.name
-
-    @property
-    def ndim(self):
-        return len(self.shape)
-
-    def __repr__(self):
-        return f"<KerasTensor shape={self.shape}, dtype={self.dtype}, name={self.name}>"
-
-
 def Input(shape=None, batch_size=None, dtype=None, sparse=None, batch_shape=None, name=None,
           tensor=None, optional=False):
     """A symbolic model input, as ``keras.Input``: ``Input(shape=(timesteps, features))``,
@@ -76,5 +76,6 @@ def Input(shape=None, batch_size=None, dtype=None, sparse=None, batch_shape=None
     if optional:
         raise NotImplementedError("cgru has no optional inputs: Input(optional=True) is not "
                                   "supported.")
-    return KerasTensor(InputLayer(shape=shape, batch_size=batch_size, dtype=dtype,
-                                  batch_shape=batch_shape, name=name))
+    layer = InputLayer(shape=shape, batch_size=batch_size, dtype=dtype,
+                       batch_shape=batch_shape, name=name)
+    return layer.output

@@ -12,6 +12,7 @@ import numpy as np
 from .. import constraints, initializers, regularizers
 from ..functional import _layer_backward, _layer_forward
 from .base import Layer, check_positive_int, check_rate, dropout_mask
+from .node import is_symbolic, symbolic_call
 
 
 def swap_gate_blocks(array, H):
@@ -255,6 +256,8 @@ class GRU(Layer):
         return np.ascontiguousarray(h0)
 
     def __call__(self, x, initial_state=None, training=False):
+        if is_symbolic(x):                  # building a functional model
+            return symbolic_call(self, x, initial_state=initial_state, training=training)
         x = self.cast(x)
         self.check_input_shape(x.shape)
         if self.stateful and self.batch_size is None and not self.built:
@@ -442,6 +445,8 @@ class Bidirectional(Layer):
         return (dx_f + dx_b if need_input_grad else None), g_f + g_b
 
     def __call__(self, x, initial_state=None, training=False):
+        if is_symbolic(x):                  # building a functional model
+            return symbolic_call(self, x, initial_state=initial_state, training=training)
         x = self.cast(x)
         self.check_input_shape(x.shape)
         if self.forward_layer.stateful and self.batch_size is None and not self.built:
