@@ -22,18 +22,22 @@ Semantics. Keras's MultiWorkerMirroredStrategy (MWMS), PyTorch's DistributedData
   generator) and starting epoch are broadcast to every rank (Horovod's
   ``broadcast_parameters``/``broadcast_optimizer_state``, DDP's broadcast at construction).
 - **Data.** Every rank is given the same arrays (or a generator yielding the same batches)
-  and ``batch_size`` is the global batch, as in MWMS. Every rank draws the same permutation
+  and ``batch_size`` is the global batch, as in MWMS. A functional ``Model`` with several
+  inputs or outputs takes lists or dicts of arrays: every input, target and sample weight
+  is cut into the same rows. Every rank draws the same permutation
   and takes a contiguous share of each global batch: of ``n`` rows, rank ``r`` takes
   ``n // N + (r < n % N)`` rows, the lower ranks first. No padding and no dropped samples
   (DDP's DistributedSampler pads or drops; this follows MWMS): a last batch smaller than
   ``N`` leaves the last ranks without rows for that step.
-- **Gradients.** Each rank computes the gradient of its share's mean loss (with the
-  regularizers' penalties), scales it by its share of the rows (``rows / n``), and one
+- **Gradients.** Each rank runs the training loop's own step (``cgru.engine.trainer``:
+  ``_run_graph``, ``_compute_loss``, ``_compute_gradients``) on its share, so its loss is
+  the engine's (each output's loss times its ``loss_weights`` entry, plus the regularizers'
+  penalties); it scales the gradient by its share of the rows (``rows / n``), and one
   in-place allreduce sums one flat buffer of every gradient per step (in the weights' dtype;
-  beside it, started at the same time, a one-number float64 allreduce of the loss's total,
-  and when metrics are compiled an allgather of the predictions). For the losses'
-  default reductions (``"sum_over_batch_size"``, ``"mean"``) with or without sample weights,
-  that sum is the gradient one process computes on the global batch, uneven last batches
+  beside it, started at the same time, a float64 allreduce of the loss's total and of each
+  output's loss, and when metrics are compiled an allgather of the predictions), and
+  ``_apply_gradients`` makes the one update. For the losses' default reductions
+  (``"sum_over_batch_size"``, ``"mean"``) with or without sample weights, that sum is the gradient one process computes on the global batch, uneven last batches
   included (Horovod and DDP average equal shares instead; MWMS scales by the global batch
   size, as here). Clipping, weight decay, the optimizer's rule and constraints then run on
   every rank on the same summed gradient. The reductions ``"sum"`` and

@@ -37,6 +37,34 @@ def make_model(optimizer="adam", dropout=0.25):
     return model
 
 
+def make_two_input_data(seed=1, n=N_SAMPLES):
+    """Inputs by name (a sequence and a vector per sample) and targets of two outputs."""
+    rng = np.random.default_rng(seed)
+    x = {"seq": rng.standard_normal((n, 5, 3)).astype(np.float32),
+         "vec": rng.standard_normal((n, 4)).astype(np.float32)}
+    y = [rng.integers(0, 3, size=(n,)), rng.standard_normal((n, 2)).astype(np.float32)]
+    sample_weight = rng.uniform(0.5, 2.0, size=(n,))
+    return x, y, sample_weight
+
+
+def make_two_input_model(optimizer="adam"):
+    """A functional model: two inputs (a GRU over one, a Dense over the other) concatenated,
+    two outputs with their own losses, loss weights and metrics."""
+    seq = cgru.Input(shape=(5, 3), name="seq")
+    vec = cgru.Input(shape=(4,), name="vec")
+    joined = cgru.layers.Concatenate()([cgru.GRU(6, seed=11)(seq),
+                                        cgru.Dense(4, activation="tanh", seed=12)(vec)])
+    classes = cgru.Dense(3, activation="softmax", seed=13, name="classes")(joined)
+    values = cgru.Dense(2, seed=14, name="values")(joined)
+    model = cgru.Model({"seq": seq, "vec": vec}, [classes, values], seed=15)
+    opt = (cgru.optimizers.Adam(0.01) if optimizer == "adam"
+           else cgru.optimizers.SGD(0.1, momentum=0.9))
+    model.compile(optimizer=opt, loss=["sparse_categorical_crossentropy", "mse"],
+                  loss_weights=[1.0, 0.5], metrics={"classes": ["accuracy"]},
+                  weighted_metrics={"values": ["mae"]})
+    return model
+
+
 def fit_callbacks(out_dir):
     """EarlyStopping that stops after epoch index 3 (no later epoch improves by 10) and a
     checkpoint of the best validation loss."""
@@ -85,6 +113,17 @@ def main():
     elif scenario == "bitwise":
         model = make_model(optimizer, dropout=0.0)
         model.fit(x, y, batch_size=BATCH, epochs=2, verbose=0, distribute=strategy)
+    elif scenario == "two_inputs":
+        model = make_two_input_model(optimizer)
+        x2, y2, sw2 = make_two_input_data()
+        history = model.fit(x2, y2, sample_weight=sw2, batch_size=BATCH, epochs=2, verbose=0,
+                            distribute=strategy)
+        for key, values in history.history.items():
+            out["history_" + key] = np.array(values)
+        out["evaluate"] = np.array(model.evaluate(x2, y2, sample_weight=sw2, batch_size=4,
+                                                  distribute=strategy))
+        for i, y_pred in enumerate(model.predict(x2, batch_size=4, distribute=strategy)):
+            out[f"predict{i}"] = y_pred
     elif scenario == "fail":
         model = make_model(optimizer)
 

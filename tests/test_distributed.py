@@ -279,3 +279,70 @@ def test_ranks_without_rows_in_a_step_keep_training_as_one_process(tmp_path):
             np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
         for got, want in zip(_weights(result), _weights(ranks[0])):
             np.testing.assert_array_equal(got, want)
+
+
+def _train_two_input_model_summing_shards(optimizer, epochs):
+    """One process, for the two-input, two-output functional model: per global batch, the
+    engine's loss gradients of its two halves (every input, target and sample weight cut
+    alike), each scaled by its share of the rows, summed in rank order, one update."""
+    x, y, sw = worker.make_two_input_data()
+    model = worker.make_two_input_model(optimizer)
+    xs = model._prepare_inputs(x)
+    ys = model._prepare_targets(y, xs)
+    sws = model._prepare_sample_weights(sw, ys)
+    variables = model._trainable_variables()
+    n_all = len(xs[0])
+    losses = []
+    for _ in range(epochs):
+        order = model._shuffle_rng.permutation(n_all)
+        total = 0.0
+        for step in range(math.ceil(n_all / worker.BATCH)):
+            rows = order[step * worker.BATCH:(step + 1) * worker.BATCH]
+            xb, yb, swb = ([a[rows] for a in xs], [a[rows] for a in ys],
+                           [a[rows] for a in sws])
+            n = len(rows)
+            half = (n + 1) // 2
+            summed = None
+            for a, b in [(0, half), (half, n)]:
+                part = slice(a, b)
+                xp, yp, swp = ([v[part] for v in xb], [v[part] for v in yb],
+                               [v[part] for v in swb])
+                ys_pred, trace = model._run_graph(xp, training=True, need_grad=True)
+                loss, _ = model._compute_loss(yp, ys_pred, swp, trace, variables)
+                total += loss * (b - a)
+                grads = model._compute_gradients(yp, ys_pred, trace, variables, swp)
+                scaled = [g * g.dtype.type((b - a) / n) for g in grads]
+                summed = scaled if summed is None else [s + g for s, g in zip(summed, scaled)]
+            model._apply_gradients(variables, summed)
+        losses.append(total / n_all)
+    return model, losses
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_a_two_input_functional_model_on_two_ranks_equals_one_process_summing_the_shards(
+        tmp_path, optimizer):
+    """Inputs as a dict, two outputs with loss_weights, metrics, weighted metrics and sample
+    weights: the weights bit for bit those of one process summing the two shards; History,
+    evaluate and predict within 1e-6 of plain fit, evaluate and predict in one process."""
+    _, ranks = _results("two_inputs", tmp_path, optimizer)
+    reference, shard_losses = _train_two_input_model_summing_shards(optimizer, epochs=2)
+    x, y, sw = worker.make_two_input_data()
+    model = worker.make_two_input_model(optimizer)
+    history = model.fit(x, y, sample_weight=sw, batch_size=worker.BATCH, epochs=2, verbose=0)
+    assert {"loss", "classes_loss", "values_loss", "classes_accuracy",
+            "values_mae"} <= set(history.history)
+    for result in ranks:
+        assert int(result["size"]) == 2
+        for got, want in zip(_weights(result), reference.get_weights()):
+            np.testing.assert_array_equal(got, want)
+        np.testing.assert_allclose(result["history_loss"], shard_losses, rtol=0, atol=1e-6)
+        for got, want in zip(_weights(result), model.get_weights()):
+            np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+        for key, values in history.history.items():
+            np.testing.assert_allclose(result["history_" + key], values, rtol=0, atol=1e-6)
+        np.testing.assert_allclose(result["evaluate"], model.evaluate(
+            x, y, sample_weight=sw, batch_size=4), rtol=0, atol=1e-6)
+        for i, want in enumerate(model.predict(x, batch_size=4)):
+            np.testing.assert_allclose(result[f"predict{i}"], want, rtol=0, atol=1e-6)
+    for a, b in zip(_weights(ranks[0]), _weights(ranks[1])):
+        np.testing.assert_array_equal(a, b)
