@@ -15,6 +15,14 @@ A ``.keras`` file (Keras 3's ``model.save``) is a zip archive of three members:
                                                                its get_weights() in order)
                           optimizer/vars/{0,1,...}             iterations, learning_rate, slots
 
+A functional model's config.json is ``{"class_name": "Functional", "config": {"layers":
+[...], "input_layers": ..., "output_layers": ...}}``: each layer entry carries its ``name``
+and ``inbound_nodes``, one per call, whose ``args`` are the input tensors named by
+``keras_history`` ([layer name, call number, output index]); ``input_layers`` and
+``output_layers`` name the model's tensors the same way (one, a list, or a dict by name). Its
+HDF5 groups follow ``model.layers``, InputLayers ("input_layer") and merging layers included,
+their ``vars`` empty.
+
 A ``.weights.h5`` file (``model.save_weights``) is the same HDF5 layout on its own.
 cgru layers' ``get_weights`` speak Keras 3's layout, so the arrays go across unchanged.
 
@@ -22,8 +30,8 @@ Every layer goes through one table, ``LAYERS``: per Keras class, the cgru class,
 group name, and where a layer needs more than the generic mapping, its own functions. The
 generic mapping passes a Keras config's arguments to the cgru constructor (cgru's layers take
 Keras's argument names and refuse, naming it, an option they cannot compute) and writes a
-cgru layer's ``get_config`` back in Keras's form. The model-level code (a Sequential's config
-and the HDF5 walk over a list of layers) never names a layer class.
+cgru layer's ``get_config`` back in Keras's form. The model-level code (a Sequential's or a
+functional model's config and the HDF5 walk over a list of layers) never names a layer class.
 
 The optimizer's variables are stored in Keras's order: iterations, the learning rate (unless
 it is a schedule), then the slots in the groups Keras makes them, each group weight by weight
@@ -262,8 +270,8 @@ def _gru_to_keras(spec, layer):
                                   "Keras files by cgru (it needs the batch size in the "
                                   "InputLayer).")
     if layer.return_state:
-        raise NotImplementedError(f"Layer '{layer.name}': return_state=True cannot be a "
-                                  "Sequential layer in Keras.")
+        raise NotImplementedError(f"Layer '{layer.name}': return_state=True (several "
+                                  "outputs) is not written to Keras files by cgru.")
     config = layer.get_config()
     return {"name": layer.name, "trainable": layer.trainable, "dtype": layer.dtype.name,
             "return_sequences": layer.return_sequences, "return_state": False,
@@ -307,8 +315,9 @@ def _bidirectional_from_keras(spec, config, input_shape, where):
 
 def _bidirectional_to_keras(spec, layer):
     if layer.merge_mode is None or layer.return_state:
-        raise NotImplementedError(f"Layer '{layer.name}' returns several outputs; it "
-                                  "cannot be a Sequential layer in Keras.")
+        raise NotImplementedError(f"Layer '{layer.name}' returns several outputs "
+                                  "(merge_mode=None or return_state=True), which cgru does "
+                                  "not write to Keras files.")
     inner = _gru_to_keras(spec, layer.forward_layer)
     return {"name": layer.name, "trainable": layer.trainable, "dtype": layer.dtype.name,
             "merge_mode": layer.merge_mode,
@@ -392,7 +401,17 @@ LAYERS = {
                               omit=("trainable", "activity_regularizer")),
     "GaussianNoise": _Spec(L.GaussianNoise, "gaussian_noise", seed=True),
     "GaussianDropout": _Spec(L.GaussianDropout, "gaussian_dropout", seed=True),
+    # merging layers (functional models): no weights, Keras's config is name, dtype and
+    # their own arguments (axis, axes, normalize)
+    **{name: _Spec(getattr(L, name), group, omit=("activity_regularizer",))
+       for name, group in (("Concatenate", "concatenate"), ("Add", "add"),
+                           ("Subtract", "subtract"), ("Multiply", "multiply"),
+                           ("Average", "average"), ("Maximum", "maximum"),
+                           ("Minimum", "minimum"), ("Dot", "dot"))},
 }
+# the InputLayer: its HDF5 group (an empty one, in a functional model's layers); its config
+# is written and read with the model's (``_input_layer_entry``, ``_functional_from_keras``)
+_INPUT_GROUP = "input_layer"
 _BY_CLASS = {spec.cls: name for name, spec in LAYERS.items()}
 # Keras's short aliases name the same classes
 for _alias, _name in (("MaxPool1D", "MaxPooling1D"), ("AvgPool1D", "AveragePooling1D"),
@@ -402,6 +421,8 @@ for _alias, _name in (("MaxPool1D", "MaxPooling1D"), ("AvgPool1D", "AveragePooli
 
 
 def _spec_of(layer):
+    if isinstance(layer, L.InputLayer):
+        return "InputLayer", _Spec(L.InputLayer, _INPUT_GROUP, parts=lambda layer: [])
     name = _BY_CLASS.get(type(layer))
     if name is None:
         raise NotImplementedError(f"Layer '{layer.name}' ({type(layer).__name__}) has no "
@@ -458,12 +479,17 @@ def _input_shape_of(entry):
 
 
 def model_from_keras_config(config):
-    """A cgru Sequential (unweighted) from a Keras 3 model config (config.json's content)."""
+    """A cgru Sequential or functional Model (unweighted) from a Keras 3 model config
+    (config.json's content)."""
     Sequential = saving.registered_class("Sequential")
+    if config.get("class_name") in ("Functional", "Model") and "layers" in config.get(
+            "config", {}):
+        return _functional_from_keras(config)
     if config.get("class_name") != "Sequential":
         raise NotImplementedError(
-            f"The Keras model is a {config.get('class_name')!r}; cgru reads Sequential "
-            "models only.")
+            f"The Keras model is a {config.get('class_name')!r}; cgru reads Sequential and "
+            "functional models (a subclassed model's call() is Python code, which a file "
+            "does not hold).")
     model_config = config["config"]
     input_shape = None
     if model_config.get("build_input_shape"):
@@ -503,9 +529,13 @@ def _model_input_shape(model):
 
 
 def keras_model_config(model):
-    """config.json's content (without compile_config) for a built cgru Sequential."""
+    """config.json's content (without compile_config) for a built cgru Sequential or
+    functional Model."""
     if not isinstance(model, saving.registered_class("Sequential")):
-        raise TypeError(f"Keras files hold cgru Sequential models; received {model!r}.")
+        if isinstance(model, saving.registered_class("Model")):
+            return _functional_config(model)
+        raise TypeError(f"Keras files hold cgru Sequential or functional models; received "
+                        f"{model!r}.")
     if not model.built:
         raise ValueError(f"Model '{model.name}' is not built: call it on an input or give "
                          "its first layer `input_shape` before saving it.")
@@ -525,6 +555,155 @@ def keras_model_config(model):
             "config": {"name": model.name, "trainable": True, "dtype": dtype,
                        "layers": layers, "build_input_shape": [None] + shape},
             "registered_name": None, "build_config": {"input_shape": [None] + shape}}
+
+
+# ---------------------------------------------------------------------------------------------
+# functional configs: every layer with the calls that made the graph ("inbound_nodes"), each
+# call's input tensors named by [layer, call number, output index] ("keras_history")
+# ---------------------------------------------------------------------------------------------
+def _calls_of(model, layer):
+    """The calls (nodes) of ``layer`` in ``model``, in order: the numbers Keras writes."""
+    return [node for node in model._all_nodes() if node.layer is layer]
+
+
+def _tensor_entry(model, tensor):
+    return {"class_name": "__keras_tensor__",
+            "config": {"shape": list(tensor.shape), "dtype": str(np.dtype(tensor.dtype)),
+                       "keras_history": model._tensor_ref(tensor)}}
+
+
+def _structure_refs(model, tensors, kind, keys):
+    """input_layers / output_layers: one reference, a list, or a dict by name."""
+    refs = [model._tensor_ref(t) for t in tensors]
+    if kind == "dict":
+        return dict(zip(keys, refs))
+    return refs[0] if kind == "single" else refs
+
+
+def _input_layer_entry(tensor):
+    layer = tensor.input_layer
+    return {"module": "keras.layers", "class_name": "InputLayer",
+            "config": {"batch_shape": list(tensor.shape), "dtype": str(np.dtype(tensor.dtype)),
+                       "sparse": False, "ragged": False, "name": layer.name},
+            "registered_name": None, "name": layer.name, "inbound_nodes": []}
+
+
+def _functional_config(model):
+    """config.json's content (without compile_config) for a cgru functional Model."""
+    entries = []
+    inputs = {id(t.input_layer): t for t in model._inputs}
+    for layer in model.layers:
+        if id(layer) in inputs:
+            entries.append(_input_layer_entry(inputs[id(layer)]))
+            continue
+        calls = _calls_of(model, layer)
+        shapes = [list(t.shape) for t in calls[0].inputs]
+        entry = layer_to_keras(layer, None)
+        entry["build_config"] = {"input_shape": shapes if calls[0].list_input else shapes[0]}
+        entry["name"] = layer.name
+        entry["inbound_nodes"] = []
+        for node in calls:
+            tensors = [_tensor_entry(model, t) for t in node.inputs]
+            entry["inbound_nodes"].append(
+                {"args": [tensors if node.list_input else tensors[0]], "kwargs": {}})
+        entries.append(entry)
+    return {"module": "keras.src.models.functional", "class_name": "Functional",
+            "config": {"name": model.name, "trainable": True, "layers": entries,
+                       "input_layers": _structure_refs(model, model._inputs,
+                                                       model._input_kind,
+                                                       model._input_dict_keys),
+                       "output_layers": _structure_refs(model, model._outputs,
+                                                        model._output_kind,
+                                                        model._output_dict_keys)},
+            "registered_name": "Functional", "build_config": {"input_shape": None}}
+
+
+def _is_ref(value):
+    return isinstance(value, (list, tuple)) and len(value) == 3 and isinstance(value[0], str)
+
+
+def _refs_in(value):
+    """The keras_history references in a node's args (nested lists and dicts)."""
+    if isinstance(value, dict):
+        if value.get("class_name") == "__keras_tensor__":
+            return [tuple(value["config"]["keras_history"])]
+        return [r for v in value.values() for r in _refs_in(v)]
+    if isinstance(value, (list, tuple)):
+        return [r for v in value for r in _refs_in(v)]
+    return []
+
+
+def _functional_from_keras(config):
+    """A cgru functional Model from a Keras 3 Functional config: each Keras layer made once,
+    then called on the tensors of its inbound nodes in an order where every input exists
+    (each layer's calls in their order, so that call numbers match). Keras ops that only
+    compute the masks passed as ``mask=`` (an Embedding's ``not_equal``) are left out: cgru
+    layers pass masks along the graph themselves."""
+    Model = saving.registered_class("Model")
+    model_config = config["config"]
+    entries = model_config.get("layers", [])
+    where_model = f"Keras model {model_config.get('name')!r}"
+    input_refs, output_refs = model_config["input_layers"], model_config["output_layers"]
+    used = {r[0] for e in entries for node in e.get("inbound_nodes", [])
+            for r in _refs_in(node.get("args", []))}
+    for refs in (input_refs, output_refs):
+        flat = [refs] if _is_ref(refs) else list(refs.values()) if isinstance(
+            refs, dict) else list(refs)
+        used |= {r[0] for r in flat}
+    calls, pending = {}, []
+    for entry in entries:
+        name = entry.get("name") or entry.get("config", {}).get("name")
+        if name not in used:
+            continue                            # an op feeding masks only
+        if entry.get("class_name") == "InputLayer":
+            c = entry.get("config", {})
+            shape = c.get("batch_shape") or c.get("batch_input_shape")
+            if shape is None:
+                raise ValueError(f"Keras InputLayer {name!r} has no batch_shape.")
+            if c.get("sparse") or c.get("ragged") or c.get("optional"):
+                raise NotImplementedError(f"Keras InputLayer {name!r}: sparse, ragged and "
+                                          "optional inputs are not supported by cgru.")
+            calls[(name, 0)] = [L.Input(batch_shape=tuple(shape), name=name,
+                                        dtype=c.get("dtype") or "float32")]
+            continue
+        layer = layer_from_keras(entry)
+        for number, node in enumerate(entry.get("inbound_nodes", [])):
+            args, kwargs = node.get("args", []), node.get("kwargs", {}) or {}
+            extra = sorted(k for k in kwargs if k not in ("training", "mask"))
+            if len(args) != 1 or extra:
+                raise NotImplementedError(
+                    f"{where_model}: layer {name!r} is called with arguments cgru does not "
+                    f"take ({len(args)} positional, keyword {extra}); cgru calls a layer on "
+                    "one tensor or one list of tensors.")
+            pending.append((name, number, layer, args[0]))
+    made = {}
+    while pending:
+        progress = False
+        for item in list(pending):
+            name, number, layer, arg = item
+            if made.get(name, 0) != number:
+                continue                        # this layer's earlier call first
+            refs = _refs_in(arg)
+            if not all((r[0], r[1]) in calls for r in refs):
+                continue
+            tensors = [calls[(r[0], r[1])][r[2]] for r in refs]
+            out = layer(tensors if isinstance(arg, list) else tensors[0])
+            calls[(name, number)] = out if isinstance(out, list) else [out]
+            made[name] = number + 1
+            pending.remove(item)
+            progress = True
+        if not progress:
+            raise ValueError(f"{where_model}: the calls of "
+                             f"{sorted({p[0] for p in pending})} read tensors no layer makes.")
+
+    def struct(refs):
+        if _is_ref(refs):
+            return calls[(refs[0], refs[1])][refs[2]]
+        if isinstance(refs, dict):
+            return {k: calls[(r[0], r[1])][r[2]] for k, r in refs.items()}
+        return [calls[(r[0], r[1])][r[2]] for r in refs]
+
+    return Model(struct(input_refs), struct(output_refs), name=model_config.get("name"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -651,31 +830,81 @@ def _loss_from_keras(entry):
     return entry
 
 
+def _per_output(value, convert):
+    """``convert`` applied to each entry of a compile option given per output (a list in
+    the outputs' order or a dict by output name), or to the one value."""
+    if isinstance(value, dict) and "class_name" not in value:
+        return {k: None if v is None else convert(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [None if v is None else convert(v) for v in value]
+    return convert(value)
+
+
+def _metric_names_from_keras(value):
+    """A metrics option (a name, a list of names, or per output) with every metric by name."""
+    def names(entry):
+        entries = entry if isinstance(entry, list) else [entry]
+        for metric in entries:
+            if isinstance(metric, list):
+                names(metric)
+            elif not isinstance(metric, str):
+                raise NotImplementedError(f"Keras metric {metric!r} is not supported by cgru "
+                                          "(it reads metrics given by name).")
+        return entry
+    if isinstance(value, dict) and "class_name" not in value:
+        return {k: names(v) for k, v in value.items() if v is not None}
+    return names(value)
+
+
 def _compile_from_keras(model, compile_config):
-    loss = _loss_from_keras(compile_config.get("loss"))
+    loss = _per_output(compile_config.get("loss"), _loss_from_keras)
+    if isinstance(loss, dict):
+        loss = {k: v for k, v in loss.items() if v is not None}
     metrics = compile_config.get("metrics") or []
-    if isinstance(metrics, (str, dict)):
+    if isinstance(metrics, str) or (isinstance(metrics, dict) and "class_name" in metrics):
         metrics = [metrics]
-    for metric in metrics:
-        if not isinstance(metric, str):
-            raise NotImplementedError(f"Keras metric {metric!r} is not supported by cgru "
-                                      "(it reads metrics given by name).")
-    for key in ("loss_weights", "weighted_metrics"):
-        if compile_config.get(key) is not None:
-            raise NotImplementedError(f"Keras compile option {key}="
-                                      f"{compile_config[key]!r} is not supported by cgru.")
+    weighted = compile_config.get("weighted_metrics")
     model.compile(optimizer=_optimizer_from_keras(compile_config["optimizer"]), loss=loss,
-                  metrics=list(metrics))
+                  metrics=_metric_names_from_keras(metrics),
+                  loss_weights=compile_config.get("loss_weights"),
+                  weighted_metrics=None if weighted is None
+                  else _metric_names_from_keras(weighted))
+
+
+def _keras_metric_entries(specs):
+    return [m if isinstance(m, str) else metrics_mod.serialize(metrics_mod.get(m))
+            for m in specs]
 
 
 def _keras_compile_config(model):
+    """Keras's compile_config: the loss, metrics, weighted metrics and loss weights as
+    ``compile`` was given them (one value, a list in the outputs' order, or a dict by output
+    name)."""
     loss = getattr(model, "loss", None)
-    metrics = [m if isinstance(m, str) else metrics_mod.serialize(metrics_mod.get(m))
-               for m in getattr(model, "_metric_names", []) or []]
+    names = model._output_names
+    single = len(names) == 1
+
+    def by_output(per_output):
+        if single:
+            return _keras_metric_entries(per_output[0]) or None
+        found = {n: _keras_metric_entries(m) for n, m in zip(names, per_output) if m}
+        return found or None
+
+    if isinstance(loss, dict):
+        keras_loss = {n: losses_mod.serialize(l) for n, l in loss.items()}
+    elif isinstance(loss, list):
+        keras_loss = [None if l is None else losses_mod.serialize(l) for l in loss]
+    else:
+        keras_loss = None if loss is None else losses_mod.serialize(loss)
+    weights = list(getattr(model, "_loss_weights", [1.0]))
+    loss_weights = None
+    if any(w != 1.0 for w in weights):
+        loss_weights = weights[0] if single else dict(zip(names, weights))
     return {"optimizer": _keras_optimizer_entry(model.optimizer),
-            "loss": None if loss is None else losses_mod.serialize(loss), "loss_weights": None,
-            "metrics": metrics or None, "weighted_metrics": None, "run_eagerly": False,
-            "steps_per_execution": 1}
+            "loss": keras_loss, "loss_weights": loss_weights,
+            "metrics": by_output(getattr(model, "_output_metrics", [[]])),
+            "weighted_metrics": by_output(getattr(model, "_output_weighted_metrics", [[]])),
+            "run_eagerly": False, "steps_per_execution": 1}
 
 
 def _keras_slot_groups(optimizer):
@@ -764,7 +993,8 @@ def _read_optimizer(model, h5, source):
 # the four entry points
 # ---------------------------------------------------------------------------------------------
 def load_keras_model(path, *, compile=True):
-    """A cgru Sequential from a ``.keras`` file that Keras 3 wrote (``model.save``).
+    """A cgru Sequential or functional Model from a ``.keras`` file that Keras 3 wrote
+    (``model.save``).
 
     Architecture (every layer of ``LAYERS``, and InputLayer), weights, and with
     ``compile=True`` the compile settings and the optimizer's state (iterations and slots).
@@ -799,7 +1029,7 @@ def load_keras_model(path, *, compile=True):
 
 
 def save_keras_model(model, path):
-    """Write a built cgru Sequential as a Keras 3 ``.keras`` file that
+    """Write a built cgru Sequential or functional Model as a Keras 3 ``.keras`` file that
     ``keras.models.load_model`` opens: architecture, weights, compile settings and (once the
     model has trained) the optimizer state. Written to a temporary file and renamed."""
     h5py = _import_h5py()

@@ -288,12 +288,23 @@ def test_regularizers_constraints_use_bias_and_trainable_both_ways(tmp_path):
     assert _max_diff(again.predict(x, verbose=0), model.predict(x)) < 2e-6
 
 
-def test_functional_keras_model_is_refused(tmp_path):
+def test_a_model_class_other_than_sequential_or_functional_is_refused(tmp_path):
     inputs = keras.Input((T, F))
     kmodel = keras.Model(inputs, keras.layers.GRU(2)(inputs))
     kmodel.save(tmp_path / "m.keras")
-    with pytest.raises(NotImplementedError, match="Sequential models only"):
-        load_keras_model(tmp_path / "m.keras")
+    # the functional model reads (tests/test_keras_file_functional.py); a model class whose
+    # call() is code is refused, naming what cgru reads
+    with zipfile.ZipFile(tmp_path / "m.keras") as archive:
+        members = {n: archive.read(n) for n in archive.namelist()}
+    config = json.loads(members["config.json"])
+    config["class_name"] = "MyModel"
+    config["config"] = {"name": "my_model"}
+    members["config.json"] = json.dumps(config).encode()
+    with zipfile.ZipFile(tmp_path / "sub.keras", "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    with pytest.raises(NotImplementedError, match="Sequential and functional models"):
+        load_keras_model(tmp_path / "sub.keras")
 
 
 def test_not_a_keras_file(tmp_path):

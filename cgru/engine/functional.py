@@ -733,30 +733,27 @@ class Model(Trainer):
                           config["output_keys"]),
                    name=config.get("name"), seed=config.get("seed"))
 
-    def _check_keras_file(self, filepath, what):
-        """A functional model in a Keras 3 file is not written yet: say so."""
-        raise NotImplementedError(
-            f"{what} {filepath!r}: cgru writes Keras 3 files (.keras, .weights.h5) for "
-            "Sequential models only; the functional model's graph (its layers' inbound "
-            "nodes) is not translated to Keras's config yet. Save it under another name "
-            "(cgru's own format, which round-trips functional models).")
-
     def save(self, filepath):
-        """Writes architecture, weights, compile settings and optimizer state to one file
-        in cgru's own format (a Keras 3 file for a ``.keras`` name: Sequential only)."""
+        """Writes architecture, weights, compile settings and optimizer state to one file:
+        a Keras 3 file for a ``.keras`` name (Keras's functional config), else cgru's
+        own format."""
         if keras_file.is_keras_model_path(filepath):
-            self._check_keras_file(filepath, "save")
-        saving.save_model(self, filepath)
+            keras_file.save_keras_model(self, filepath)
+        else:
+            saving.save_model(self, filepath)
 
     def save_weights(self, filepath):
+        """The weights alone: Keras 3's ``.weights.h5`` for such a name, else cgru's."""
         if keras_file.is_keras_weights_path(filepath):
-            self._check_keras_file(filepath, "save_weights")
-        saving.save_weights(self, filepath)
+            keras_file.save_keras_weights(self, filepath)
+        else:
+            saving.save_weights(self, filepath)
 
     def load_weights(self, filepath):
         if keras_file.is_keras_weights_path(filepath):
-            self._check_keras_file(filepath, "load_weights")
-        saving.load_weights(self, filepath)
+            keras_file.load_keras_weights(self, filepath)
+        else:
+            saving.load_weights(self, filepath)
 
     def __repr__(self):
         return f"<{type(self).__name__} name={self.name!r} layers={len(self.layers)}>"

@@ -278,12 +278,6 @@ class Sequential(Model):
         """Writes architecture, weights, compile settings and optimizer state to one file:
         a Keras 3 file for a ``.keras`` name, else cgru's own format."""
         if keras_file.is_keras_model_path(filepath):
-            if self.compiled and (any(self._output_weighted_metrics)
-                                  or self._loss_weights != [1.0]):
-                raise NotImplementedError(
-                    f"save {filepath!r}: cgru's Keras 3 file writer does not store "
-                    "`weighted_metrics` or `loss_weights` yet; save under another name "
-                    "(cgru's own format keeps them) or compile without them.")
             keras_file.save_keras_model(self, filepath)
         else:
             saving.save_model(self, filepath)
