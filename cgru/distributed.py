@@ -23,12 +23,12 @@ Semantics. Keras's MultiWorkerMirroredStrategy (MWMS), PyTorch's DistributedData
   ``broadcast_parameters``/``broadcast_optimizer_state``, DDP's broadcast at construction).
 - **Data.** Every rank is given the same arrays (or a generator yielding the same batches)
   and ``batch_size`` is the global batch, as in MWMS. A functional ``Model`` with several
-  inputs or outputs takes lists or dicts of arrays: every input, target and sample weight
-  is cut into the same rows. Every rank draws the same permutation
-  and takes a contiguous share of each global batch: of ``n`` rows, rank ``r`` takes
-  ``n // N + (r < n % N)`` rows, the lower ranks first. No padding and no dropped samples
-  (DDP's DistributedSampler pads or drops; this follows MWMS): a last batch smaller than
-  ``N`` leaves the last ranks without rows for that step.
+  inputs or outputs takes lists or dicts of arrays: every input, target and sample weight is
+  cut into the same rows. Every rank draws the same permutation and takes a contiguous share
+  of each global batch: of ``n`` rows, rank ``r`` takes ``n // N + (r < n % N)`` rows, the
+  lower ranks first. No padding and no dropped samples (DDP's DistributedSampler pads or
+  drops; this follows MWMS): a last batch smaller than ``N`` leaves the last ranks without
+  rows for that step.
 - **Gradients.** Each rank runs the training loop's own step (``cgru.engine.trainer``:
   ``_run_graph``, ``_compute_loss``, ``_compute_gradients``) on its share, so its loss is
   the engine's (each output's loss times its ``loss_weights`` entry, plus the regularizers'
@@ -37,12 +37,13 @@ Semantics. Keras's MultiWorkerMirroredStrategy (MWMS), PyTorch's DistributedData
   beside it, started at the same time, a float64 allreduce of the loss's total and of each
   output's loss, and when metrics are compiled an allgather of the predictions), and
   ``_apply_gradients`` makes the one update. For the losses' default reductions
-  (``"sum_over_batch_size"``, ``"mean"``) with or without sample weights, that sum is the gradient one process computes on the global batch, uneven last batches
-  included (Horovod and DDP average equal shares instead; MWMS scales by the global batch
-  size, as here). Clipping, weight decay, the optimizer's rule and constraints then run on
-  every rank on the same summed gradient. The reductions ``"sum"`` and
-  ``"mean_with_sample_weight"`` and a mask that reaches the loss, whose global divisors a
-  share does not know, raise ``NotImplementedError``; so do stateful layers.
+  (``"sum_over_batch_size"``, ``"mean"``) with or without sample weights, that sum is the
+  gradient one process computes on the global batch, uneven last batches included (Horovod
+  and DDP average equal shares instead; MWMS scales by the global batch size, as here).
+  Clipping, weight decay, the optimizer's rule and constraints then run on every rank on the
+  same summed gradient. The reductions ``"sum"`` and ``"mean_with_sample_weight"`` and a
+  mask that reaches the loss, whose global divisors a share does not know, raise
+  ``NotImplementedError``; so do stateful layers.
 - **Random draws.** Dropout and noise layers draw the masks one process would draw for the
   global batch: each rank draws the global batch's mask from its (identical) generator and
   keeps its rows. A rank without rows for a step takes rank 0's generators after it.

@@ -10,6 +10,13 @@ One training step (``_train_step``) is: the forward pass (``_run_graph``), the l
 (``_compute_loss``: each output's loss times its ``loss_weights`` entry, plus the
 regularizers' penalties), the gradients (``_compute_gradients``), the update
 (``_apply_gradients``). The epoch's logs are sums that ``_reduce_logs`` turns into means.
+
+With ``distribute=`` (a ``cgru.distributed`` strategy; the lines marked ``[distribute
+hook]``), ``fit``/``evaluate``/``predict`` run through the strategy, ``_train_step`` hands
+each global batch to it (it runs the methods above on this rank's rows and sums the
+gradients over the ranks before the one ``_apply_gradients``), the inference forward of
+evaluation and ``predict`` shards the batch and gathers the outputs, and the callbacks act
+collectively.
 """
 import math
 import warnings
