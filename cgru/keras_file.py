@@ -143,8 +143,7 @@ def _require_none(config, where, keys):
 
 def _gru_from_keras(config, input_shape, where):
     _require(config, where, {"activation": "tanh", "recurrent_activation": "sigmoid",
-                             "stateful": False, "recurrent_dropout": 0.0,
-                             "return_state": False})
+                             "stateful": False, "return_state": False})
     seed = config.get("seed")
     return GRU(config["units"], return_sequences=bool(config.get("return_sequences", False)),
                use_bias=bool(config.get("use_bias", True)),
@@ -158,6 +157,8 @@ def _gru_from_keras(config, input_shape, where):
                                                   "orthogonal"),
                bias_initializer=_initializer(config.get("bias_initializer"), "zeros"),
                dropout=float(config.get("dropout", 0.0)), input_shape=input_shape,
+               recurrent_dropout=float(config.get("recurrent_dropout", 0.0)),
+               zero_output_for_mask=bool(config.get("zero_output_for_mask", False)),
                seed=seed if isinstance(seed, int) else None,
                dtype=_dtype_name(config.get("dtype"), where), name=config.get("name"))
 
@@ -274,13 +275,13 @@ def _keras_gru_config(layer, name):
     return {"name": name, "trainable": layer.trainable, "dtype": layer.dtype.name,
             "return_sequences": layer.return_sequences, "return_state": False,
             "go_backwards": layer.go_backwards, "stateful": False, "unroll": False,
-            "zero_output_for_mask": False, "units": layer.units, "activation": "tanh",
-            "recurrent_activation": "sigmoid", "use_bias": layer.use_bias,
+            "zero_output_for_mask": layer.zero_output_for_mask, "units": layer.units,
+            "activation": "tanh", "recurrent_activation": "sigmoid", "use_bias": layer.use_bias,
             **_penalty_entries(layer, ("kernel", "recurrent", "bias")),
             "kernel_initializer": layer.get_config()["kernel_initializer"],
             "recurrent_initializer": layer.get_config()["recurrent_initializer"],
             "bias_initializer": layer.get_config()["bias_initializer"],
-            "dropout": layer.dropout, "recurrent_dropout": 0.0,
+            "dropout": layer.dropout, "recurrent_dropout": layer.recurrent_dropout,
             "reset_after": layer.reset_after, "seed": layer.seed}
 
 
