@@ -134,7 +134,8 @@ def _mask_limits(mask):
     """A (T, B) boolean mask as the kernels read it: per-step limits, T where a step is
     valid and 0 where it is masked (the kernels test t < limit)."""
     T = mask.shape[0]
-    return np.where(mask, T, 0).astype(np.intp)
+    # C order whatever the mask's (a layer passes the transposed view of its (B, T) mask)
+    return np.where(mask, T, 0).astype(np.intp, order="C")
 
 
 def _check_recurrent_mask(rec_mask, B, H, dtype):

@@ -130,3 +130,15 @@ def test_empty_sequences_with_a_mask(rng):
     np.testing.assert_array_equal(h_n, args[1])
     grads = cgru.gru_backward(None, np.ones((3, 4)), cache)
     np.testing.assert_array_equal(grads.dh0, np.ones((3, 4)))
+
+
+def test_a_mask_in_any_memory_order(rng):
+    T, B, I, H = 5, 4, 3, 4
+    args = make_gru_inputs(rng, T, B, I, H, np.float64)
+    mask = mask_patterns(rng, T, B)
+    y, h_n, _ = cgru.gru_forward(*args, mask=mask)
+    for other in (np.asfortranarray(mask), np.ascontiguousarray(mask.T).T,
+                  np.repeat(mask, 2, axis=1)[:, ::2]):
+        y2, h2, _ = cgru.gru_forward(*args, mask=other)
+        np.testing.assert_array_equal(y2, y)
+        np.testing.assert_array_equal(h2, h_n)
