@@ -41,10 +41,10 @@ class GRUCache:
     """
 
     __slots__ = ("x", "w_ih", "w_hh", "weights_t", "gates", "hidden_n", "hs", "lengths",
-                 "reset_after", "plan", "level", "hold", "rec_mask", "hd")
+                 "reset_after", "plan", "level", "hold", "rec_mask", "hd", "input_masks")
 
     def __init__(self, x, w_ih, w_hh, weights_t, gates, hidden_n, hs, lengths, reset_after,
-                 plan, level, hold=False, rec_mask=None, hd=None):
+                 plan, level, hold=False, rec_mask=None, hd=None, input_masks=None):
         self.x, self.w_ih, self.w_hh, self.weights_t = x, w_ih, w_hh, weights_t
         self.gates, self.hidden_n, self.hs = gates, hidden_n, hs
         # lengths: None, (B,) lengths or (T, B) step limits (a mask, see _mask_limits)
@@ -53,6 +53,8 @@ class GRUCache:
         # hold: masked steps repeated y of the step before; rec_mask (3, B, H) and the
         # dropped states hd (3, T, B, H) under recurrent dropout, else None
         self.hold, self.rec_mask, self.hd = hold, rec_mask, hd
+        # input_masks (3, B, I): x is then (3, T, B, I), x * input_masks[g] for gate g
+        self.input_masks = input_masks
 
     @property
     def dtype(self):
@@ -61,12 +63,13 @@ class GRUCache:
     @property
     def shape(self):
         """(T, B, I, H)."""
-        return self.x.shape + (self.hs.shape[2],)
+        return self.x.shape[-3:] + (self.hs.shape[2],)
 
     @property
     def nbytes(self):
         return (self.gates.nbytes + self.hidden_n.nbytes + self.hs.nbytes
-                + (0 if self.hd is None else self.hd.nbytes))
+                + (0 if self.hd is None else self.hd.nbytes)
+                + (0 if self.input_masks is None else self.x.nbytes))
 
     def __repr__(self):
         T, B, I, H = self.shape
@@ -367,12 +370,13 @@ def _kernel_layout(w_ih, w_hh):
 
 
 def _run_forward(x, h0, forward_weights, backward_weights, b_ih, b_hh, lengths, reset_after,
-                 training, plan, hold=False, rec_mask=None):
+                 training, plan, hold=False, rec_mask=None, input_masks=None):
     """gru_forward after validation: x (T, B, I) of the weights' dtype (any strides); h0 (B, H)
     or None; forward_weights, backward_weights: (w_ih, w_hh, weights_t) as the kernels read
     them in forward and in backward; b_ih, b_hh contiguous; lengths None, checked intp (B,)
     or (T, B) step limits (_mask_limits); hold: masked steps repeat y (with step limits);
-    rec_mask None or checked (3, B, H) recurrent dropout masks."""
+    rec_mask None or checked (3, B, H) recurrent dropout masks; input_masks None or (3, B, I)
+    input dropout masks, one per gate (gates r, z, n), for the layers."""
     T, B, I = x.shape
     w_ih, w_hh, weights_t = forward_weights
     H = w_hh.shape[0] if weights_t else w_hh.shape[1]
@@ -395,7 +399,13 @@ def _run_forward(x, h0, forward_weights, backward_weights, b_ih, b_hh, lengths, 
     level, parts = _level(plan), (1 if _forked_child else plan[1])
     hd = None
     if not empty:
-        x = np.ascontiguousarray(x)
+        if input_masks is None:
+            x = np.ascontiguousarray(x)
+        else:
+            # x[g] = x * input_masks[g] (3, T, B, I): the three gates' inputs, whole sequence
+            x_gates = new((3, T, B, I), dtype)
+            np.multiply(x[None], input_masks[:, None], out=x_gates)
+            x = x_gates
         gates = new((T if training else _inference_chunk(T, B), B, 3 * H), dtype)
         hidden_n = new((slots_n, B, H), dtype)
         gates_h = np.empty((B, 3 * H), dtype)
@@ -411,7 +421,8 @@ def _run_forward(x, h0, forward_weights, backward_weights, b_ih, b_hh, lengths, 
     cache = None
     if training:
         cache = GRUCache(x, *backward_weights, gates, hidden_n, hs, lengths, reset_after,
-                         plan, level, hold, rec_mask, hd)
+                         plan, level, hold, rec_mask, hd,
+                         None if empty else input_masks)
     return y, h_n, cache
 
 
@@ -481,13 +492,33 @@ def _run_backward(dy, dh_n, cache, need_dx):
     scratch = None
     if cache.hold or cache.rec_mask is not None:
         scratch = np.empty((2, B, H), dtype)
+    x_gates = cache.input_masks is not None
     _loops.backward(dy, cache.x, cache.w_ih, cache.w_hh, cache.weights_t, cache.gates,
                     cache.hidden_n, cache.hs,
                     _NO_LENGTHS if cache.lengths is None else cache.lengths, cache.reset_after,
-                    dh, d_gates, d_aux, dx if need_dx else _no_rows(B, I, dtype), dw_ih,
+                    dh, d_gates, d_aux,
+                    dx if need_dx and not x_gates else _no_rows(B, I, dtype), dw_ih,
                     dw_hh, db_ih, db_hh, cache.level, 1 if _forked_child else cache.plan[1],
                     cache.hold, cache.rec_mask, cache.hd, scratch)
+    if need_dx and x_gates:
+        _gate_input_gradient(cache, d_gates, d_aux, dx)
     return dx, dh[T % 2].copy(), dw_ih, dw_hh, db_ih, db_hh
+
+
+def _gate_input_gradient(cache, d_gates, d_aux, dx):
+    """dx (T, B, I) := sum over gates g of (D[:, :, g] @ W_ig) * input_masks[g], the forward
+    having read x * input_masks[g] in gate g's input product; D's n block is d_aux with
+    reset_after. Whole-sequence products (BLAS through NumPy), after the time loop."""
+    H = cache.hs.shape[2]
+    w_ih = cache.w_ih.T if cache.weights_t else cache.w_ih          # (3H, I) either way
+    for g in range(3):
+        d = d_aux if g == 2 and cache.reset_after else d_gates[:, :, g * H:(g + 1) * H]
+        part = np.matmul(d, w_ih[g * H:(g + 1) * H])
+        part *= cache.input_masks[g]
+        if g == 0:
+            dx[...] = part
+        else:
+            dx += part
 
 
 def _no_rows(B, K, dtype):
@@ -558,18 +589,21 @@ class GRUCell(_step.StepKernel):
 # db_ih, db_hh), the weight gradients in the layout of the weights.
 # ---------------------------------------------------------------------------------------------
 def _layer_forward(x, h0, kernel, recurrent_kernel, b_ih, b_hh, reset_after, training,
-                   mask=None, zero_output_for_mask=False, rec_mask=None):
+                   mask=None, zero_output_for_mask=False, rec_mask=None, input_masks=None):
     """gru_forward for a layer: weights taken as they are (no checks, copies or transposes);
     x (T, B, I) made contiguous once. The plan is made here once and kept in the cache.
     mask: None or booleans (T, B) (time-major); rec_mask: None or (3, B, H) contiguous of
-    x's dtype, gate order (r, z, n); both as gru_forward's."""
+    x's dtype, gate order (r, z, n); both as gru_forward's. input_masks: None or (3, B, I),
+    an input dropout mask per gate (r, z, n), as Keras 3's GRUCell with recurrent_dropout
+    draws them."""
     T, B, I = x.shape
     H = recurrent_kernel.shape[0]
     weights = (kernel, recurrent_kernel, True)
     limits = None if mask is None else _mask_limits(mask)
     return _run_forward(x, h0, weights, weights, b_ih, b_hh, limits, bool(reset_after),
                         training, _plan(T, B, I, H),
-                        hold=mask is not None and not zero_output_for_mask, rec_mask=rec_mask)
+                        hold=mask is not None and not zero_output_for_mask, rec_mask=rec_mask,
+                        input_masks=input_masks)
 
 
 def _layer_backward(dy, dh_n, cache, need_dx=True):

@@ -142,3 +142,42 @@ def test_a_mask_in_any_memory_order(rng):
         y2, h2, _ = cgru.gru_forward(*args, mask=other)
         np.testing.assert_array_equal(y2, y)
         np.testing.assert_array_equal(h2, h_n)
+
+
+@pytest.mark.parametrize("reset_after", [True, False])
+def test_layer_entry_input_mask_per_gate(plan, reset_after, rng):
+    """The layers' entry with one input dropout mask per gate (Keras 3's GRUCell with
+    recurrent_dropout and dropout): gate g's input product reads x * masks[g]; checked
+    against the same call with x * masks[g] in a copy of the weights whose other gates'
+    input rows are cut, and by central differences in float64."""
+    T, B, I, H = 5, 9, 3, 4
+    x, h0, w_ih, w_hh, b_ih, b_hh = make_gru_inputs(rng, T, B, I, H, np.float64, scale=0.8)
+    keep = ((rng.random((3, B, I)) >= 0.3) / 0.7)
+    rec = dropout_masks(rng, B, H, np.float64)
+    mask = mask_patterns(rng, T, B)
+    kernel, recurrent = np.ascontiguousarray(w_ih.T), np.ascontiguousarray(w_hh.T)
+
+    def run(x, h0, kernel, recurrent, b_ih, b_hh, training=True):
+        return functional._layer_forward(x, h0, kernel, recurrent, b_ih, b_hh, reset_after,
+                                         training, mask, False, rec, keep)
+
+    y, h_n, cache = run(x, h0, kernel, recurrent, b_ih, b_hh)
+    # the same call as one input x3 = [x * keep[r], x * keep[z], x * keep[n]] (T, B, 3I)
+    # and a block-diagonal w_ih (3H, 3I), in the reference
+    x3 = np.concatenate([x * keep[g] for g in range(3)], axis=2)        # (T, B, 3I)
+    w3 = np.zeros((3 * H, 3 * I))
+    for g in range(3):
+        w3[g * H:(g + 1) * H, g * I:(g + 1) * I] = w_ih[g * H:(g + 1) * H]
+    want_y, want_h, _ = _reference.gru_forward(x3, h0, w3, w_hh, b_ih, b_hh,
+                                               reset_after=reset_after, mask=mask,
+                                               recurrent_dropout_mask=rec)
+    np.testing.assert_allclose(y, want_y, atol=1e-12)
+    np.testing.assert_allclose(h_n, want_h, atol=1e-12)
+
+    dy, dh_n = rng.standard_normal((T, B, H)), rng.standard_normal((B, H))
+    analytic = functional._layer_backward(dy, dh_n, cache)
+    args = [x, h0, kernel, recurrent, b_ih, b_hh]
+    numeric = numerical_gradients(run, args, dy, dh_n)
+    for name, got, want in zip(NAMES, analytic, numeric):
+        assert np.abs(want).max() > 0, name
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-8, err_msg=name)

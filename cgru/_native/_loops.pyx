@@ -177,10 +177,10 @@ cdef void forward_rows(const Sizes* s, Py_ssize_t b0, Py_ssize_t b1, const float
                        Py_ssize_t slots_d, floating* gates, floating* gates_h,
                        floating* hidden_n, floating* hs, floating* y) noexcept nogil:
     """packed: W_ih^T, W_hh^T's first and second column block (recurrent_step), its blocks
-    r, z, n (dropped_step), or NULLs. lengths: (B,), or (T, B) limits when per_step, or NULL;
+    r, z, n (dropped_step), W_ih^T's blocks r, z, n (s.x_gates), or NULLs. lengths: (B,), or (T, B) limits when per_step, or NULL;
     m (3, B, H) recurrent dropout masks and hd (3, slots_d, B, H), or NULL."""
     cdef Py_ssize_t T = s.T, B = s.B, I = s.n_in, H = s.H, G = 3 * H, rows = b1 - b0
-    cdef Py_ssize_t t, k, steps, ld_ih = ld_of(s, I)
+    cdef Py_ssize_t t, k, g, steps, ld_ih = ld_of(s, I), step_ih = 1 if s.weights_t else I
     cdef const Py_ssize_t* limits = NULL
     cdef floating* y_t
     if lengths != NULL:
@@ -190,16 +190,29 @@ cdef void forward_rows(const Sizes* s, Py_ssize_t b0, Py_ssize_t b1, const float
     for t in range(T):
         if t % s.slots_g == 0:
             steps = min(s.slots_g, T - t)
-            if rows == B:
+            if rows == B and not s.x_gates:
                 # gates[:steps] = x[t:t + steps] @ W_ih^T: the input projection of the next
                 # `steps` steps (all T in training) in one product, (steps B, I) @ (I, G)
                 product(s.level, steps * B, G, I, x + t * B * I, I, w_ih, ld_ih,
                         not s.weights_t, packed[0], 0, gates, G)
+            elif rows == B:
+                # one input per gate: gates[:steps, :, g] = x[g, t:t + steps] @ W_ig^T
+                for g in range(3):
+                    product(s.level, steps * B, H, I, x + (g * T + t) * B * I, I,
+                            w_ih + g * H * step_ih, ld_ih, not s.weights_t, packed[6 + g], 0,
+                            gates + g * H, G)
             else:
                 # a part's rows are not contiguous across steps: one product a step
                 for k in range(steps):
-                    product(s.level, rows, G, I, x + ((t + k) * B + b0) * I, I, w_ih, ld_ih,
-                            not s.weights_t, packed[0], 0, gates + (k * B + b0) * G, G)
+                    if not s.x_gates:
+                        product(s.level, rows, G, I, x + ((t + k) * B + b0) * I, I, w_ih,
+                                ld_ih, not s.weights_t, packed[0], 0,
+                                gates + (k * B + b0) * G, G)
+                    else:
+                        for g in range(3):
+                            product(s.level, rows, H, I, x + ((g * T + t + k) * B + b0) * I,
+                                    I, w_ih + g * H * step_ih, ld_ih, not s.weights_t,
+                                    packed[6 + g], 0, gates + (k * B + b0) * G + g * H, G)
         limits = lengths + t * B if per_step else lengths
         y_t = y + (t * B + b0) * H
         if m == NULL:
@@ -225,7 +238,9 @@ def forward(cnp.ndarray x, cnp.ndarray w_ih, cnp.ndarray w_hh, bint weights_t,
             cnp.ndarray gates, cnp.ndarray hidden_n, cnp.ndarray hs, cnp.ndarray gates_h,
             cnp.ndarray y, int level=0, int parts=1, bint hold=False,
             cnp.ndarray rec_mask=None, cnp.ndarray hd=None):
-    """Runs the GRU over all T steps of x (T, B, I), T >= 1 and B >= 1.
+    """Runs the GRU over all T steps of x (T, B, I), T >= 1 and B >= 1; or of x (3, T, B, I),
+    one input per gate r, z, n (input dropout with a mask per gate), gate g's input product
+    reading x[g].
 
     Every array C-contiguous, the float ones of one dtype (the caller checked; plain arrays,
     not memoryviews: acquiring 13 typed memoryviews and dispatching on their dtype cost 20 us
@@ -242,7 +257,8 @@ def forward(cnp.ndarray x, cnp.ndarray w_ih, cnp.ndarray w_hh, bint weights_t,
     parts > 1 (with level > 0): the batch cut into that many parts, one OpenMP thread each.
     """
     cdef Sizes s
-    s.T, s.B, s.n_in, s.H = x.shape[0], x.shape[1], x.shape[2], hs.shape[2]
+    s.x_gates = x.ndim == 4
+    s.T, s.B, s.n_in, s.H = y.shape[0], y.shape[1], x.shape[x.ndim - 1], hs.shape[2]
     s.slots_g, s.slots_h, s.slots_n = gates.shape[0], hs.shape[0], hidden_n.shape[0]
     s.reset_after, s.weights_t, s.level = reset_after, weights_t, level
     cdef const Py_ssize_t* lengths_p = <const Py_ssize_t*> (
@@ -276,7 +292,7 @@ cdef void forward_typed(Sizes* s, const floating* x, cnp.ndarray w_ih, cnp.ndarr
     cdef floating* y_p = <floating*> cnp.PyArray_DATA(y)
     cdef const floating* m_p = NULL
     cdef floating* hd_p = NULL
-    cdef floating* packed[6]
+    cdef floating* packed[9]
     cdef int part, g
     cdef bint dropped = rec_mask is not None
     if dropped:
@@ -284,18 +300,25 @@ cdef void forward_typed(Sizes* s, const floating* x, cnp.ndarray w_ih, cnp.ndarr
         hd_p = <floating*> cnp.PyArray_DATA(<cnp.ndarray> hd)
         slots_d = (<cnp.ndarray> hd).shape[1]
     with nogil:
-        packed[0] = packed_rows_t(s, 0, G, s.n_in, w_ih_p)
-        packed[1] = packed[2] = packed[3] = packed[4] = packed[5] = NULL
+        for g in range(9):
+            packed[g] = NULL
+        if not s.x_gates:
+            packed[0] = packed_rows_t(s, 0, G, s.n_in, w_ih_p)
+        else:
+            for g in range(3):
+                packed[6 + g] = packed_rows_t(s, g * H, H, s.n_in, w_ih_p)
         if not dropped:
             packed[1] = packed_rows_t(s, 0, G if s.reset_after else 2 * H, H, w_hh_p)
             packed[2] = packed_rows_t(s, 2 * H, H, H, w_hh_p) if not s.reset_after else NULL
         else:
             for g in range(3):
                 packed[3 + g] = packed_rows_t(s, g * H, H, H, w_hh_p)
-        if packed[0] == NULL or (not dropped and (packed[1] == NULL or (
+        if (not s.x_gates and packed[0] == NULL) or (s.x_gates and (
+                packed[6] == NULL or packed[7] == NULL or packed[8] == NULL)) or (
+                not dropped and (packed[1] == NULL or (
                 not s.reset_after and packed[2] == NULL))) or (dropped and (
                 packed[3] == NULL or packed[4] == NULL or packed[5] == NULL)):
-            free_packed(packed, 6)
+            free_packed(packed, 9)
             s.level, parts = 0, 1       # BLAS, which threads itself (or out of memory)
         parts = max(1, min(parts, <int> s.B))
         if parts == 1:
@@ -308,7 +331,7 @@ cdef void forward_typed(Sizes* s, const floating* x, cnp.ndarray w_ih, cnp.ndarr
                              x, w_ih_p, w_hh_p, packed, b_ih_p, b_hh_p, lengths, per_step,
                              hold, m_p, hd_p, slots_d, gates_p, gates_h_p, hidden_n_p, hs_p,
                              y_p)
-        free_packed(packed, 6)
+        free_packed(packed, 9)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -423,10 +446,12 @@ def backward(cnp.ndarray dy, cnp.ndarray x, cnp.ndarray w_ih, cnp.ndarray w_hh,
     (1, B, H), d_rh of the current step. Outputs dx (or (0, B, I): no dx computed), dw_ih,
     dw_hh (in the weights' layout), db_ih, db_hh are overwritten. level, parts: as `forward`.
     lengths, hold, rec_mask and hd (S_d = T) as the forward had them; scratch (2, B, H) when
-    hold or rec_mask is given.
+    hold or rec_mask is given. With x (3, T, B, I), one input per gate, dx must be (0, B, I):
+    the caller computes it (each gate's part times that gate's input mask).
     """
     cdef Sizes s
-    s.T, s.B, s.n_in, s.H = x.shape[0], x.shape[1], x.shape[2], hs.shape[2]
+    s.x_gates = x.ndim == 4
+    s.T, s.B, s.n_in, s.H = gates.shape[0], gates.shape[1], x.shape[x.ndim - 1], hs.shape[2]
     s.slots_g, s.slots_h, s.slots_n = s.T, s.T + 1, s.T
     s.reset_after, s.weights_t, s.level = reset_after, weights_t, level
     cdef const Py_ssize_t* lengths_p = <const Py_ssize_t*> (

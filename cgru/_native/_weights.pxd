@@ -16,9 +16,11 @@ from cgru._native._parts cimport part_start
 
 
 cdef struct Sizes:
-    # One call's sizes and choices; n_in is I (a C macro), slots_* the rings' lengths.
+    # One call's sizes and choices; n_in is I (a C macro), slots_* the rings' lengths;
+    # x_gates: x holds one input per gate (3, T, B, I), r, z, n (input dropout with a mask
+    # per gate), the gate g's input product reading block g.
     Py_ssize_t T, B, n_in, H, slots_g, slots_h, slots_n
-    bint reset_after, weights_t
+    bint reset_after, weights_t, x_gates
     int level
 
 
@@ -139,10 +141,16 @@ cdef inline void weight_jobs(const Sizes* s, int part, int parts, const floating
             if hd == NULL:
                 weight_job(s, part, parts, k0, kb, 0, G, H, d_gates, G, hs, dw_hh, db_hh,
                            scratch)
-            weight_job(s, part, parts, k0, kb, 0, 2 * H, I, d_gates, G, x, dw_ih, db_ih,
-                       scratch)
-            weight_job(s, part, parts, k0, kb, 2 * H, H, I, d_aux, H, x, dw_ih, db_ih + 2 * H,
-                       scratch)
+            if not s.x_gates:
+                weight_job(s, part, parts, k0, kb, 0, 2 * H, I, d_gates, G, x, dw_ih, db_ih,
+                           scratch)
+            else:
+                # one input per gate: dW_ih[g] = D[:, g]^T @ X[g] for g = r, z
+                for g in range(2):
+                    weight_job(s, part, parts, k0, kb, g * H, H, I, d_gates + g * H, G,
+                               x + g * M * I, dw_ih, db_ih + g * H, scratch)
+            weight_job(s, part, parts, k0, kb, 2 * H, H, I, d_aux, H,
+                       x + 2 * M * I if s.x_gates else x, dw_ih, db_ih + 2 * H, scratch)
         else:
             # dW_hh[:2H] = D[:, :2H]^T @ H_prev; dW_hh[2H:] = D[:, 2H:]^T @ (r * H_prev);
             # dW_ih = D^T @ X; db_hh = db_ih (both biases add to the same pre-activations)
@@ -151,7 +159,13 @@ cdef inline void weight_jobs(const Sizes* s, int part, int parts, const floating
                            scratch)
             weight_job(s, part, parts, k0, kb, 2 * H, H, H, d_gates + 2 * H, G, hidden_n,
                        dw_hh, NULL, scratch)
-            weight_job(s, part, parts, k0, kb, 0, G, I, d_gates, G, x, dw_ih, db_ih, scratch)
+            if not s.x_gates:
+                weight_job(s, part, parts, k0, kb, 0, G, I, d_gates, G, x, dw_ih, db_ih,
+                           scratch)
+            else:
+                for g in range(3):
+                    weight_job(s, part, parts, k0, kb, g * H, H, I, d_gates + g * H, G,
+                               x + g * M * I, dw_ih, db_ih + g * H, scratch)
 
 
 cdef inline void weight_gradients(Sizes* s, int parts, const floating* x,

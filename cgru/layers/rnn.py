@@ -67,6 +67,41 @@ class GRU(Layer):
     (batch, timesteps, units) with ``return_sequences``, and the last state as a second
     output with ``return_state``. With ``go_backwards`` the sequence is processed from its
     end and the returned sequence stays in processing (reversed) order, as in Keras.
+
+    Masks (from ``Masking``, ``Embedding(mask_zero=True)``, or ``layer(x, mask=m)`` with m
+    (batch, timesteps) booleans) are consumed as Keras 3's RNN does (keras/src/layers/rnn/
+    rnn.py and the backends' ``rnn``; checked against Keras 3.15), for any pattern (holes,
+    left padding, rows masked entirely), inside the compiled loop:
+      - a masked step keeps the state: h_t = h_{t-1};
+      - its output repeats the output of the step before; before a row's first valid step
+        that is 0, even with an ``initial_state`` (Keras starts the "previous output" at
+        0); with ``zero_output_for_mask=True`` the output of a masked step is 0 instead;
+      - ``return_sequences=False`` returns the last step's output under those rules: the
+        output of the last valid step (0 for a row masked entirely), or, with
+        ``zero_output_for_mask=True``, 0 when the last step is masked;
+      - ``return_state`` returns h after a row's last valid step, ``initial_state`` (or 0)
+        for a row masked entirely;
+      - ``go_backwards`` reverses the mask with the input (the outputs stay in processing
+        order);
+      - the output's mask is the input's with ``return_sequences=True`` (unchanged, also
+        with ``go_backwards``), None otherwise; ``return_state`` adds None for the state.
+        A GRU after a GRU therefore gets the mask only from one that returns sequences;
+        layers after a GRU without return_sequences see no mask, as in Keras.
+    ``Bidirectional`` sets ``zero_output_for_mask`` of both directions to its
+    ``return_sequences`` (keras/src/layers/rnn/bidirectional.py), whatever the wrapped layer
+    said, and passes the mask to both.
+
+    Dropout as Keras 3's GRUCell (keras/src/layers/rnn/gru.py; training only; masks drawn
+    from ``seed`` once per call and reused at every step; kept values scaled by
+    1 / (1 - rate)):
+      - ``dropout`` alone: one (batch, features) mask on the input of every gate;
+      - ``recurrent_dropout``: one (batch, units) mask per gate (z, r, h) multiplies the
+        previous state in that gate's recurrent product only; the update
+        h = z * h_prev + (1 - z) * hh reads the state itself. Keras then (its
+        implementation 1) also draws one input mask per gate when ``dropout`` is set; so
+        does cgru, each gate's input product reading its own masked input.
+    Where cgru differs: the masks come from cgru's own generator, not Keras's, so a seeded
+    run draws other masks than Keras (tests inject Keras's masks to compare).
     """
 
     def __init__(self, units, activation="tanh", recurrent_activation="sigmoid", *,
@@ -221,15 +256,14 @@ class GRU(Layer):
         keep = rec = None
         if training:
             keep, rec = self._dropout_masks(x.shape[0], x.shape[2])
-        kernel = self.kernel
+        input_masks = None
         if keep is not None and keep.ndim == 2:
             # Keras (recurrent_dropout=0): one (B, I) mask shared by all time steps
             x = x * keep[:, None, :]
         elif keep is not None:
-            # one mask per gate: the gates' input products as one product of the three
-            # masked inputs side by side, (B, T, 3I), with a block-diagonal (3I, 3H) kernel
-            x = np.concatenate([x * k[:, None, :] for k in keep], axis=-1)
-            kernel = self._block_kernel()
+            # one mask per gate (with recurrent_dropout): the kernels read x * keep[g] in
+            # gate g's input product
+            input_masks = np.ascontiguousarray(keep)
         x_tm = x.transpose(1, 0, 2)         # time-major view; made contiguous once, below
         mask_tm = None if mask is None else mask.T
         if self.go_backwards:
@@ -242,9 +276,9 @@ class GRU(Layer):
             b_ih, b_hh = bias[0], bias[1]
         else:
             b_ih, b_hh = bias, self._zero_bias
-        y, h_n, cache = _layer_forward(x_tm, h0, kernel, self.recurrent_kernel, b_ih,
+        y, h_n, cache = _layer_forward(x_tm, h0, self.kernel, self.recurrent_kernel, b_ih,
                                        b_hh, self.reset_after, need_grad, mask_tm,
-                                       self.zero_output_for_mask, rec)
+                                       self.zero_output_for_mask, rec, input_masks)
         if self.stateful:
             self.states[...] = h_n          # carried to the next batch, as Keras does
         # with go_backwards the sequence stays in processing order, as in Keras
@@ -261,14 +295,6 @@ class GRU(Layer):
             output = h_n * last
         return output, h_n, ((cache, keep, last) if need_grad else None)
 
-    def _block_kernel(self):
-        """(3I, 3H): the kernel's gate block g at rows g I:(g + 1) I, zeros elsewhere."""
-        I, H = self.kernel.shape[0], self.units
-        out = np.zeros((3 * I, 3 * H), self.dtype)
-        for g in range(3):
-            out[g * I:(g + 1) * I, g * H:(g + 1) * H] = self.kernel[:, g * H:(g + 1) * H]
-        return out
-
     def run_backward(self, d_output, d_h, ctx, need_input_grad=True):
         """Gradients of (output, h_n) -> (dx or None, dh0, grads of trainable_weights)."""
         cache, keep, last = ctx
@@ -282,18 +308,11 @@ class GRU(Layer):
             dh_n = d_output if d_h is None else (d_h if d_output is None else d_output + d_h)
         dx, dh0, d_kernel, d_recurrent, db_ih, db_hh = _layer_backward(
             dy, dh_n, cache, need_dx=need_input_grad)
-        per_gate = keep is not None and keep.ndim == 3
-        if per_gate:
-            I, H = self.kernel.shape[0], self.units
-            d_kernel = np.concatenate([d_kernel[g * I:(g + 1) * I, g * H:(g + 1) * H]
-                                       for g in range(3)], axis=1)
         if dx is not None:
             dx = dx[::-1] if self.go_backwards else dx
             dx = dx.transpose(1, 0, 2)
-            if per_gate:
-                I = self.kernel.shape[0]
-                dx = sum(dx[:, :, g * I:(g + 1) * I] * keep[g][:, None, :] for g in range(3))
-            elif keep is not None:
+            # (a mask per gate was applied by the kernels' entry, dx included)
+            if keep is not None and keep.ndim == 2:
                 dx = dx * keep[:, None, :]
             else:
                 dx = np.ascontiguousarray(dx)
