@@ -10,13 +10,17 @@ Options (each a GRU(H, return_sequences=True) layer on (B, T, I) float32 inputs)
   plain              no mask, no dropout;
   mask               a (B, T) mask with random holes (each step masked with probability
                      --holes), passed as the call's `mask=`;
-  recurrent_dropout  recurrent_dropout=0.2 (training only: in inference it is the plain call);
-  mask+recurrent_dropout  both.
+  recurrent_dropout  recurrent_dropout=0.2 (training only: cgru's inference is the plain
+                     call; Keras's runs its implementation 1, a product per gate, anyway);
+  dropout            dropout=0.2 (with recurrent_dropout: one input mask per gate, as Keras);
+  options joined by "+" combine.
 Modes: infer (the layer's forward) and train (forward and backward of sum(y * gy) with
 respect to the input and every weight: cgru's layer protocol, forward(need_grad=True) then
 backward; Keras through tf.GradientTape in a tf.function).
 
 Each system runs in its own process with the thread count set before the libraries load.
+`--clock cpu` times the process's CPU time instead of the elapsed time: on a machine that
+other work shares, a process waiting for a core does not count, so the ratios hold better.
 Inside a process the options take turns, one timed repetition each in a rotating order, so
 that the ratios to the plain call (the figures this script is for) see the same machine
 load; printed: the median and (in brackets) the minimum time per call, and option / plain
@@ -33,7 +37,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 CASES = {"small": (50, 32, 64, 128), "medium": (100, 64, 128, 256)}     # (T, B, I, H)
-OPTIONS = ("plain", "mask", "recurrent_dropout", "mask+recurrent_dropout")
+OPTIONS = ("plain", "mask", "recurrent_dropout", "mask+recurrent_dropout",
+           "mask+dropout+recurrent_dropout")
 MODES = ("infer", "train")
 
 
@@ -54,10 +59,12 @@ def cgru_runners(case, holes):
     H = CASES[case][3]
     runners = {}
     for option in OPTIONS:
+        flags = option.split("+")
         layer = cgru.GRU(H, return_sequences=True, seed=0,
-                         recurrent_dropout=0.2 if "recurrent_dropout" in option else 0.0)
+                         dropout=0.2 if "dropout" in flags else 0.0,
+                         recurrent_dropout=0.2 if "recurrent_dropout" in flags else 0.0)
         layer.build(x.shape[1:])
-        m = mask if "mask" in option else None
+        m = mask if "mask" in flags else None
 
         def infer(layer=layer, m=m):
             layer.forward(x, training=False, mask=m)
@@ -82,10 +89,12 @@ def keras_runners(case, holes, threads):
     x, gy, mask_t = tf.constant(x), tf.constant(gy), tf.constant(mask)
     runners = {}
     for option in OPTIONS:
+        flags = option.split("+")
         layer = keras.layers.GRU(H, return_sequences=True, seed=0,
-                                 recurrent_dropout=0.2 if "recurrent_dropout" in option else 0.0)
+                                 dropout=0.2 if "dropout" in flags else 0.0,
+                                 recurrent_dropout=0.2 if "recurrent_dropout" in flags else 0.0)
         layer.build(x.shape)
-        m = mask_t if "mask" in option else None
+        m = mask_t if "mask" in flags else None
 
         @tf.function
         def infer(layer=layer, m=m):
@@ -102,7 +111,7 @@ def keras_runners(case, holes, threads):
     return runners, {"keras": keras.__version__, "tensorflow": tf.__version__}
 
 
-def worker(system, case, holes, threads, reps, target, modes, options):
+def worker(system, case, holes, threads, reps, target, modes, options, clock):
     if system == "cgru":
         runners, versions = cgru_runners(case, holes)
     else:
@@ -112,24 +121,25 @@ def worker(system, case, holes, threads, reps, target, modes, options):
         threadpoolctl.threadpool_limits(threads)
     except ImportError:
         pass
+    now = time.process_time if clock == "cpu" else time.perf_counter
     results = {}
     for mode in modes:
         calls = {}
         for option in options:      # warm up, and calls per repetition for `target` seconds
             run = runners[option][mode]
             run()
-            t0 = time.perf_counter()
+            t0 = now()
             run()
-            calls[option] = max(1, round(target / max(time.perf_counter() - t0, 1e-6)))
+            calls[option] = max(1, round(target / max(now() - t0, 1e-6)))
         times = {option: [] for option in options}
         for rep in range(reps):
             turn = options[rep % len(options):] + options[:rep % len(options)]
             for option in turn:
                 run, n = runners[option][mode], calls[option]
-                t0 = time.perf_counter()
+                t0 = now()
                 for _ in range(n):
                     run()
-                times[option].append((time.perf_counter() - t0) / n)
+                times[option].append((now() - t0) / n)
         results[mode] = times
     return {"versions": versions, "times": results}
 
@@ -145,12 +155,15 @@ def main(argv=None):
     p.add_argument("--systems", default="cgru,keras")
     p.add_argument("--modes", default=",".join(MODES))
     p.add_argument("--options", default=",".join(OPTIONS))
+    p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                   help="wall: elapsed time; cpu: the process's CPU time (all its threads), "
+                        "steadier than wall time on a machine that other work shares")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     modes, options = args.modes.split(","), args.options.split(",")
     if args.worker:
         out = worker(args.worker, args.case, args.holes, args.threads, args.reps, args.target,
-                     modes, options)
+                     modes, options, args.clock)
         print("RESULT " + json.dumps(out))
         return
     env = dict(os.environ)
@@ -158,7 +171,7 @@ def main(argv=None):
         env[var] = str(args.threads)
     T, B, I, H = CASES[args.case]
     print(f"case {args.case} (T, B, I, H) = {(T, B, I, H)}, threads {args.threads}, "
-          f"holes {args.holes}, reps {args.reps}")
+          f"holes {args.holes}, reps {args.reps}, clock {args.clock}")
     rows = []
     for system in args.systems.split(","):
         proc = subprocess.run([sys.executable, __file__, "--worker", system] + [

@@ -276,3 +276,25 @@ def test_embedding_mask_zero_training_matches_keras(optimizer):
                           GRU(H, reset_after=False), Dense(1, activation="sigmoid")])
     assert_same_training(k_model, c_model, ids, ys, "binary_crossentropy", optimizer,
                          metrics=["accuracy"])
+
+
+def test_keras_files_carry_recurrent_dropout_and_zero_output_for_mask(tmp_path):
+    import cgru
+    from cgru.keras_file import load_keras_model
+    keras.utils.set_random_seed(0)
+    k_model = keras.Sequential([keras.Input((T, I)),
+                                keras.layers.GRU(H, recurrent_dropout=0.2, dropout=0.1,
+                                                 zero_output_for_mask=True,
+                                                 return_sequences=True)])
+    k_model.save(tmp_path / "k.keras")
+    c_model = load_keras_model(tmp_path / "k.keras")
+    gru = c_model.layers[-1]
+    assert (gru.recurrent_dropout, gru.dropout, gru.zero_output_for_mask) == (0.2, 0.1, True)
+    xs = _x(np.float32)
+    np.testing.assert_allclose(c_model.predict(xs), k_model.predict(xs, verbose=0),
+                               atol=2e-6)
+    c_model.save(tmp_path / "c.keras")
+    again = keras.models.load_model(tmp_path / "c.keras")
+    config = again.layers[-1].get_config()
+    assert (config["recurrent_dropout"], config["zero_output_for_mask"]) == (0.2, True)
+    assert isinstance(cgru.load_model(tmp_path / "c.keras").layers[-1], GRU)
