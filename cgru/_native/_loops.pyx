@@ -34,6 +34,9 @@ product only; the state update z * h + (1 - z) * n reads h itself:
     gh_n = (h * m_n) W_hn^T (reset_after) or W_hn (r * (h * m_n)) (reset_after=False).
 Forward keeps hd[g, t] = h_t * m_g (3, T, B, H) for the weight gradients; backward multiplies
 each gate's dL/d(h * m_g) by m_g before adding it to dL/dh.
+Input dropout with a mask per gate (the same Keras cell with dropout too): x comes as
+(3, T, B, I), x * d_g for gate g, and gate g's input product reads x[g]; dW_ih[g] reads it
+too, and the caller computes dx = sum_g (dL/dgx_g @ W_ig) * d_g.
 
 Saved by forward for backward: gates (T, B, G) holding r, z, n (written over the input
 projection, dead once its step is done), hidden_n (T, B, H), hs (T + 1, B, H), hs[0] = h0.
@@ -143,8 +146,8 @@ cdef void scale_rows(Py_ssize_t B, Py_ssize_t H, floating* a, const floating* m)
 cdef void dropped_step(const Sizes* s, Py_ssize_t rows, floating* gates, floating* gates_h,
                        const floating* w_hh, floating** packed, const floating* b_ih,
                        const floating* b_hh, const floating* h_prev, const floating* m,
-                       floating* hd, Py_ssize_t ld_d, floating* hidden_n, floating* h_next, floating* y,
-                       const Py_ssize_t* limits, Py_ssize_t t) noexcept nogil:
+                       floating* hd, Py_ssize_t ld_d, floating* hidden_n, floating* h_next,
+                       floating* y, const Py_ssize_t* limits, Py_ssize_t t) noexcept nogil:
     """recurrent_step under recurrent dropout (see the top): m (3, B, H) the masks and hd
     (3, S, B, H) the dropped states, at this step's slot and this part's first row (gate
     strides B H and ld_d = S B H); packed: W_hh^T's column blocks r, z, n (packed[3:6]) or
@@ -177,8 +180,9 @@ cdef void forward_rows(const Sizes* s, Py_ssize_t b0, Py_ssize_t b1, const float
                        Py_ssize_t slots_d, floating* gates, floating* gates_h,
                        floating* hidden_n, floating* hs, floating* y) noexcept nogil:
     """packed: W_ih^T, W_hh^T's first and second column block (recurrent_step), its blocks
-    r, z, n (dropped_step), W_ih^T's blocks r, z, n (s.x_gates), or NULLs. lengths: (B,), or (T, B) limits when per_step, or NULL;
-    m (3, B, H) recurrent dropout masks and hd (3, slots_d, B, H), or NULL."""
+    r, z, n (dropped_step), W_ih^T's blocks r, z, n (s.x_gates), or NULLs. lengths: (B,),
+    or (T, B) limits when per_step, or NULL; m (3, B, H) recurrent dropout masks and hd
+    (3, slots_d, B, H), or NULL."""
     cdef Py_ssize_t T = s.T, B = s.B, I = s.n_in, H = s.H, G = 3 * H, rows = b1 - b0
     cdef Py_ssize_t t, k, g, steps, ld_ih = ld_of(s, I), step_ih = 1 if s.weights_t else I
     cdef const Py_ssize_t* limits = NULL

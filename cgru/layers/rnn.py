@@ -220,6 +220,8 @@ class GRU(Layer):
         state)."""
         if isinstance(mask, (list, tuple)):
             mask = mask[0]
+        if mask is None:
+            return None         # no mask in, none out (Keras: a None per output)
         out = mask if self.return_sequences else None
         return [out, None] if self.return_state else out
 
@@ -496,6 +498,8 @@ class Bidirectional(Layer):
         with merge_mode=None), else None; None for the states."""
         if isinstance(mask, (list, tuple)):
             mask = mask[0]
+        if mask is None:
+            return None         # no mask in, none out (Keras: a None per output)
         out = mask if self.return_sequences else None
         masks = [out, out] if self.merge_mode is None else [out]
         if self.return_state:
