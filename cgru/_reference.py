@@ -13,6 +13,9 @@ reset_after=False (Cho et al. 2014) differs only in n:
     n  = tanh(W_in x + b_in + W_hn (r * h) + b_hn)
 
 Lengths: a sequence's steps at or past its length leave its h unchanged and its y rows zero.
+Mask (T, B) (Keras 3's RNN): a masked step leaves h unchanged; its y is the step before's (0
+before any valid step), or 0 with zero_output_for_mask.
+Recurrent dropout mask (3, B, H), gates (r, z, n): h * m_g in gate g's recurrent product only.
 """
 import numpy as np
 
@@ -32,28 +35,37 @@ def _valid_mask(lengths, T, B, dtype):
 
 
 def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, *, reset_after=True, lengths=None,
-                training=True):
+                training=True, mask=None, zero_output_for_mask=False,
+                recurrent_dropout_mask=None):
     T, B, _ = x.shape
     H = w_hh.shape[1]
     h = np.zeros((B, H), x.dtype) if h0 is None else np.array(h0, dtype=x.dtype)
     h_initial = h.copy()
-    mask = _valid_mask(lengths, T, B, x.dtype)
+    hold = mask is not None and not zero_output_for_mask
+    if mask is not None:
+        mask = np.asarray(mask, dtype=x.dtype)[:, :, None]
+    else:
+        mask = _valid_mask(lengths, T, B, x.dtype)
+    m = (np.ones((3, B, H), x.dtype) if recurrent_dropout_mask is None
+         else recurrent_dropout_mask)
     y = np.zeros((T, B, H), x.dtype)
+    y_prev = np.zeros((B, H), x.dtype)
     steps = []
     for t in range(T):
         h_prev = h
         gates_x = x[t] @ w_ih.T + b_ih                      # (B, 3H)
-        r = _sigmoid(gates_x[:, :H] + h_prev @ w_hh[:H].T + b_hh[:H])
-        z = _sigmoid(gates_x[:, H:2 * H] + h_prev @ w_hh[H:2 * H].T + b_hh[H:2 * H])
+        r = _sigmoid(gates_x[:, :H] + (h_prev * m[0]) @ w_hh[:H].T + b_hh[:H])
+        z = _sigmoid(gates_x[:, H:2 * H] + (h_prev * m[1]) @ w_hh[H:2 * H].T + b_hh[H:2 * H])
         if reset_after:
-            hidden_n = h_prev @ w_hh[2 * H:].T + b_hh[2 * H:]
+            hidden_n = (h_prev * m[2]) @ w_hh[2 * H:].T + b_hh[2 * H:]
             n = np.tanh(gates_x[:, 2 * H:] + r * hidden_n)
         else:
-            hidden_n = (r * h_prev) @ w_hh[2 * H:].T + b_hh[2 * H:]
+            hidden_n = (r * (h_prev * m[2])) @ w_hh[2 * H:].T + b_hh[2 * H:]
             n = np.tanh(gates_x[:, 2 * H:] + hidden_n)
         h_new = (1 - z) * n + z * h_prev
         h = mask[t] * h_new + (1 - mask[t]) * h_prev
-        y[t] = mask[t] * h_new
+        y[t] = mask[t] * h_new + ((1 - mask[t]) * y_prev if hold else 0)
+        y_prev = y[t]
         steps.append((h_prev, r, z, n, hidden_n))
     cache = None
     if training:

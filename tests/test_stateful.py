@@ -134,5 +134,3 @@ def test_arguments_that_change_nothing_are_accepted_and_others_say_so():
     np.testing.assert_array_equal(plain(x), same(x))
     with pytest.raises(NotImplementedError, match="activation='relu'"):
         GRU(H, activation="relu")
-    with pytest.raises(NotImplementedError, match="recurrent_dropout"):
-        GRU(H, recurrent_dropout=0.2)
