@@ -90,6 +90,12 @@ def _check_recurrent(layer):
     if getattr(layer, "return_state", False):
         raise NotImplementedError(f"Layer '{layer.name}': return_state=True returns several "
                                   "outputs; the ONNX export writes one-output models.")
+    for cell in cells:
+        if (cell.activation, cell.recurrent_activation) != ("tanh", "sigmoid"):
+            raise NotImplementedError(
+                f"Layer '{layer.name}': GRU(activation={cell.activation!r}, "
+                f"recurrent_activation={cell.recurrent_activation!r}) is not exported to "
+                "ONNX (the export writes ONNX's default tanh/sigmoid GRU).")
     if len({c.reset_after for c in cells}) != 1:
         raise NotImplementedError(f"Layer '{layer.name}' mixes reset_after values.")
     return cells, direction
@@ -147,6 +153,10 @@ def _add_dense(graph, dense, x):
     if dense.activation == "softmax":
         return graph.node("Softmax", [out], axis=-1)
     if dense.activation is not None:
+        if dense.activation not in _ACTIVATION_OPS:
+            raise NotImplementedError(f"Layer '{dense.name}': activation={dense.activation!r} "
+                                      "is not exported to ONNX (sigmoid, tanh, relu, softmax "
+                                      "are).")
         return graph.node(_ACTIVATION_OPS[dense.activation], [out])
     return out
 

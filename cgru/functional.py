@@ -41,14 +41,17 @@ class GRUCache:
     """
 
     __slots__ = ("x", "w_ih", "w_hh", "weights_t", "gates", "hidden_n", "hs", "lengths",
-                 "reset_after", "plan", "level")
+                 "reset_after", "plan", "level", "pre", "activations")
 
     def __init__(self, x, w_ih, w_hh, weights_t, gates, hidden_n, hs, lengths, reset_after,
-                 plan, level):
+                 plan, level, pre=None, activations=(0, 1)):
         self.x, self.w_ih, self.w_hh, self.weights_t = x, w_ih, w_hh, weights_t
         self.gates, self.hidden_n, self.hs = gates, hidden_n, hs
         self.lengths, self.reset_after = lengths, reset_after
         self.plan, self.level = plan, level     # the forward's plan, reused by backward
+        # the pre-activations that gelu and silu need in backward (None for the others), and
+        # the activation codes (activation, recurrent_activation)
+        self.pre, self.activations = pre, activations
 
     @property
     def dtype(self):
@@ -61,12 +64,38 @@ class GRUCache:
 
     @property
     def nbytes(self):
-        return self.gates.nbytes + self.hidden_n.nbytes + self.hs.nbytes
+        return (self.gates.nbytes + self.hidden_n.nbytes + self.hs.nbytes
+                + (0 if self.pre is None else self.pre.nbytes))
 
     def __repr__(self):
         T, B, I, H = self.shape
+        act, rec = (_ACTIVATION_NAMES[code] for code in self.activations)
         return (f"GRUCache(T={T}, B={B}, I={I}, H={H}, dtype={self.dtype}, "
-                f"reset_after={self.reset_after}, nbytes={self.nbytes})")
+                f"reset_after={self.reset_after}, activation={act!r}, "
+                f"recurrent_activation={rec!r}, nbytes={self.nbytes})")
+
+
+# The cell's activations by name (Keras 3's names and definitions; "swish" is silu's other
+# name): what `activation` and `recurrent_activation` take.
+ACTIVATIONS = tuple(_loops.ACTIVATION_CODES)
+_ACTIVATION_NAMES = {code: name for name, code in _loops.ACTIVATION_CODES.items()}
+_DEFAULT_CODES = (_loops.ACTIVATION_CODES["tanh"], _loops.ACTIVATION_CODES["sigmoid"])
+
+
+def _activation_codes(activation, recurrent_activation):
+    """The cell's codes for the two activation names, else ValueError naming the argument."""
+    if activation == "tanh" and recurrent_activation == "sigmoid":
+        return _DEFAULT_CODES
+    codes = []
+    for name, value in (("activation", activation),
+                        ("recurrent_activation", recurrent_activation)):
+        key = "silu" if value == "swish" else value
+        if not isinstance(key, str) or key not in _loops.ACTIVATION_CODES:
+            raise ValueError(f"`{name}` must be the name of an activation the GRU cell "
+                             f"computes, one of {list(ACTIVATIONS) + ['swish']}; got "
+                             f"{value!r}")
+        codes.append(_loops.ACTIVATION_CODES[key])
+    return tuple(codes)
 
 
 def _as_float_array(value, name):
@@ -268,16 +297,19 @@ def _check_weights(w_ih, w_hh, b_ih, b_hh, I, dtype, dtype_from):
 
 
 def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, *, reset_after=True, lengths=None,
-                training=True):
+                training=True, activation="tanh", recurrent_activation="sigmoid"):
     """Runs a GRU over a time-major sequence.
 
     x (T, B, I); h0 (B, H) or None for zeros; w_ih (3H, I), w_hh (3H, H), b_ih (3H,),
     b_hh (3H,) in PyTorch's layout and gate order (r, z, n); lengths None or integers (B,) in
     0..T (steps past a sequence's length keep its h and give zero y). All float arrays share
-    one dtype, float32 or float64.
+    one dtype, float32 or float64. activation (in place of tanh in n) and
+    recurrent_activation (in place of sigmoid in r and z): names of ``ACTIVATIONS``, with
+    Keras 3's definitions.
 
     Returns y (T, B, H), h_n (B, H) and a cache for ``gru_backward`` (None unless training).
     """
+    codes = _activation_codes(activation, recurrent_activation)
     x = _as_float_array(x, "x")
     if x.ndim != 3:
         raise ValueError(f"`x` must have rank 3, (T, B, I) time-major, got shape {x.shape}")
@@ -298,7 +330,7 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, *, reset_after=True, lengths=None
                                                  np.ascontiguousarray(w_hh.T), True)
     return _run_forward(x, h0, (forward_w_ih, forward_w_hh, forward_t), (w_ih, w_hh, weights_t),
                         np.ascontiguousarray(b_ih), np.ascontiguousarray(b_hh), lengths,
-                        bool(reset_after), training, plan)
+                        bool(reset_after), training, plan, codes)
 
 
 def _kernel_layout(w_ih, w_hh):
@@ -314,10 +346,11 @@ def _kernel_layout(w_ih, w_hh):
 
 
 def _run_forward(x, h0, forward_weights, backward_weights, b_ih, b_hh, lengths, reset_after,
-                 training, plan):
+                 training, plan, codes=_DEFAULT_CODES):
     """gru_forward after validation: x (T, B, I) of the weights' dtype (any strides); h0 (B, H)
     or None; forward_weights, backward_weights: (w_ih, w_hh, weights_t) as the kernels read
-    them in forward and in backward; b_ih, b_hh contiguous; lengths None or checked intp."""
+    them in forward and in backward; b_ih, b_hh contiguous; lengths None or checked intp;
+    codes: the activation codes (activation, recurrent_activation)."""
     T, B, I = x.shape
     w_ih, w_hh, weights_t = forward_weights
     H = w_hh.shape[0] if weights_t else w_hh.shape[1]
@@ -338,6 +371,9 @@ def _run_forward(x, h0, forward_weights, backward_weights, b_ih, b_hh, lengths, 
     else:
         hs[0] = h0
     level, parts = _level(plan), (1 if _forked_child else plan[1])
+    # the pre-activations of gelu and silu, kept for backward in training only
+    width = _loops.pre_width(H, *codes) if training and codes != _DEFAULT_CODES else 0
+    pre = new((T, B, width), dtype) if width and not empty else None
     if not empty:
         x = np.ascontiguousarray(x)
         gates = new((T if training else _inference_chunk(T, B), B, 3 * H), dtype)
@@ -345,7 +381,7 @@ def _run_forward(x, h0, forward_weights, backward_weights, b_ih, b_hh, lengths, 
         gates_h = np.empty((B, 3 * H), dtype)
         _loops.forward(x, w_ih, w_hh, weights_t, b_ih, b_hh,
                        _NO_LENGTHS if lengths is None else lengths, reset_after,
-                       gates, hidden_n, hs, gates_h, y, level, parts)
+                       gates, hidden_n, hs, gates_h, y, level, parts, pre, *codes)
     else:
         gates = np.empty((T, B, 3 * H), dtype)
         hidden_n = np.empty((slots_n, B, H), dtype)
@@ -353,7 +389,7 @@ def _run_forward(x, h0, forward_weights, backward_weights, b_ih, b_hh, lengths, 
     cache = None
     if training:
         cache = GRUCache(x, *backward_weights, gates, hidden_n, hs, lengths, reset_after,
-                         plan, level)
+                         plan, level, pre, codes)
     return y, h_n, cache
 
 
@@ -424,7 +460,8 @@ def _run_backward(dy, dh_n, cache, need_dx):
                     cache.hidden_n, cache.hs,
                     _NO_LENGTHS if cache.lengths is None else cache.lengths, cache.reset_after,
                     dh, d_gates, d_aux, dx if need_dx else _no_rows(B, I, dtype), dw_ih,
-                    dw_hh, db_ih, db_hh, cache.level, 1 if _forked_child else cache.plan[1])
+                    dw_hh, db_ih, db_hh, cache.level, 1 if _forked_child else cache.plan[1],
+                    cache.pre, *cache.activations)
     return dx, dh[T % 2].copy(), dw_ih, dw_hh, db_ih, db_hh
 
 
@@ -436,9 +473,10 @@ def _no_rows(B, K, dtype):
 class GRUCell(_step.StepKernel):
     """One GRU step at a time, with the weights prepared once: online inference.
 
-    ``cell = GRUCell(w_ih, w_hh, b_ih, b_hh, reset_after=True)`` takes the weights of
-    ``gru_forward`` (PyTorch's layout; they are copied, so later changes to the arrays do not
-    affect the cell). ``h_next = cell(x, h)`` runs one step, as ``torch.nn.GRUCell`` does:
+    ``cell = GRUCell(w_ih, w_hh, b_ih, b_hh, reset_after=True, activation="tanh",
+    recurrent_activation="sigmoid")`` takes the weights and options of ``gru_forward``
+    (PyTorch's layout; the weights are copied, so later changes to the arrays do not affect
+    the cell). ``h_next = cell(x, h)`` runs one step, as ``torch.nn.GRUCell`` does:
     x (B, I), h (B, H) or None for zeros, h_next (B, H) a new array; all of the weights'
     dtype. Inference only (no cache); calls may run from several threads at once.
     ``cell(x_t, h)`` equals ``gru_forward(x_t[None], h, ...)[1]``.
@@ -449,7 +487,9 @@ class GRUCell(_step.StepKernel):
     ``gru_forward`` reads them without a copy: so that both give the same bits.
     """
 
-    def __init__(self, w_ih, w_hh, b_ih, b_hh, *, reset_after=True):
+    def __init__(self, w_ih, w_hh, b_ih, b_hh, *, reset_after=True, activation="tanh",
+                 recurrent_activation="sigmoid"):
+        codes = _activation_codes(activation, recurrent_activation)
         w_ih = _as_float_array(w_ih, "w_ih")
         if w_ih.ndim != 2:
             raise ValueError(f"`w_ih` must have shape (3H, I), got {w_ih.shape}")
@@ -458,15 +498,26 @@ class GRUCell(_step.StepKernel):
         _check_blas_sizes(1, 1, w_ih.shape[1], w_hh.shape[1])
         super().__init__(np.array(w_ih, order="C"), np.array(w_hh, order="C"),
                          np.array(b_ih, order="C"), np.array(b_hh, order="C"),
-                         bool(reset_after))
+                         bool(reset_after), *codes)
 
     @property
     def dtype(self):
         return self.w_ih.dtype
 
+    @property
+    def activation(self):
+        return _ACTIVATION_NAMES[self.activation_code]
+
+    @property
+    def recurrent_activation(self):
+        return _ACTIVATION_NAMES[self.recurrent_activation_code]
+
     def __repr__(self):
+        extra = ("" if (self.activation_code, self.recurrent_activation_code) == _DEFAULT_CODES
+                 else f", activation={self.activation!r}, "
+                      f"recurrent_activation={self.recurrent_activation!r}")
         return (f"GRUCell(input_size={self.input_size}, hidden_size={self.hidden_size}, "
-                f"dtype={self.dtype}, reset_after={self.reset_after})")
+                f"dtype={self.dtype}, reset_after={self.reset_after}{extra})")
 
     def _prepare(self, x, h):
         """x and h checked and made C-contiguous arrays of the cell's dtype, else an error."""
@@ -495,14 +546,15 @@ class GRUCell(_step.StepKernel):
 # _layer_backward returns (dx or None when not need_dx, dh0, d_kernel, d_recurrent_kernel,
 # db_ih, db_hh), the weight gradients in the layout of the weights.
 # ---------------------------------------------------------------------------------------------
-def _layer_forward(x, h0, kernel, recurrent_kernel, b_ih, b_hh, reset_after, training):
+def _layer_forward(x, h0, kernel, recurrent_kernel, b_ih, b_hh, reset_after, training,
+                   activation="tanh", recurrent_activation="sigmoid"):
     """gru_forward for a layer: weights taken as they are (no checks, copies or transposes);
     x (T, B, I) made contiguous once. The plan is made here once and kept in the cache."""
     T, B, I = x.shape
     H = recurrent_kernel.shape[0]
     weights = (kernel, recurrent_kernel, True)
     return _run_forward(x, h0, weights, weights, b_ih, b_hh, None, bool(reset_after), training,
-                        _plan(T, B, I, H))
+                        _plan(T, B, I, H), _activation_codes(activation, recurrent_activation))
 
 
 def _layer_backward(dy, dh_n, cache, need_dx=True):

@@ -17,20 +17,36 @@
 #define CGRU_NAME(name) name##_f32
 #define CGRU_SIGMOID cgru_sigmoidf
 #define CGRU_TANH cgru_tanhf
+#define CGRU_EXP cgru_expf
+#define CGRU_EXPM1(v) (cgru_expf(v) - 1.0f)
+#define CGRU_ERF(v) cgru_erff_e((v), cgru_expf(-(v) * (v)))
+#define CGRU_FABS fabsf
 #include "_cell_template.h"
 #undef real
 #undef CGRU_NAME
 #undef CGRU_SIGMOID
 #undef CGRU_TANH
+#undef CGRU_EXP
+#undef CGRU_EXPM1
+#undef CGRU_ERF
+#undef CGRU_FABS
 
 #define real double
 #define CGRU_NAME(name) name##_f64
 #define CGRU_SIGMOID cgru_sigmoid
 #define CGRU_TANH cgru_tanh
+#define CGRU_EXP exp
+#define CGRU_EXPM1 expm1
+#define CGRU_ERF erf
+#define CGRU_FABS fabs
 #include "_cell_template.h"
 #undef real
 #undef CGRU_NAME
 #undef CGRU_SIGMOID
 #undef CGRU_TANH
+#undef CGRU_EXP
+#undef CGRU_EXPM1
+#undef CGRU_ERF
+#undef CGRU_FABS
 
 #endif

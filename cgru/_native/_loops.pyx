@@ -24,9 +24,13 @@ reset_after=False (Cho et al. 2014):
     n  = tanh(W_in x + b_in + W_hn (r * h) + b_hn)         hidden_n := r * h
 Lengths: rows with t >= lengths[b] keep h (h' = h) and write y = 0; backward passes their
 gradient straight through and gives their gates zero gradient.
+Activations: tanh and sigmoid above are the default codes of `activation` (n) and
+`recurrent_activation` (r, z); the cell computes any of ACTIVATION_CODES natively.
 
 Saved by forward for backward: gates (T, B, G) holding r, z, n (written over the input
-projection, dead once its step is done), hidden_n (T, B, H), hs (T + 1, B, H), hs[0] = h0.
+projection, dead once its step is done), hidden_n (T, B, H), hs (T + 1, B, H), hs[0] = h0,
+and, only for activations whose derivative needs their input (gelu, silu), pre (T, B, P),
+P = pre_width(H, activation, recurrent_activation).
 In inference the same loop runs with hs, hidden_n and gates as rings of 2, 1 and a few steps
 (slot = t % slots), and the input is projected a chunk of steps at a time.
 """
@@ -36,7 +40,10 @@ from cython.parallel cimport prange
 cimport numpy as cnp
 
 from cgru._native._cell cimport (
-    cell_backward_r, cell_backward_reset_after, cell_backward_zn, recurrent_step)
+    CGRU_ACT_ELU, CGRU_ACT_GELU, CGRU_ACT_HARD_SIGMOID, CGRU_ACT_LINEAR, CGRU_ACT_RELU,
+    CGRU_ACT_SELU, CGRU_ACT_SIGMOID, CGRU_ACT_SILU, CGRU_ACT_SOFTSIGN, CGRU_ACT_TANH,
+    CGRU_PRE_WIDTH, cell_backward_r, cell_backward_reset_after, cell_backward_zn,
+    recurrent_step)
 from cgru._native._gemm cimport cgru_cpu_gemm_level, product
 from cgru._native._parts cimport part_start
 from cgru._native._weights cimport (
@@ -56,6 +63,22 @@ cnp.import_array()
 DEBUG_CHECKS = bool(CGRU_DEBUG_CHECKS)
 # The small GEMM's best form on this CPU: 2 AVX-512, 1 AVX2 with FMA, 0 none (BLAS only).
 SMALL_GEMM_LEVEL = cgru_cpu_gemm_level()
+# The activations the cell computes, by Keras's names: the codes `forward`, `backward` and
+# the one-step kernel take.
+ACTIVATION_CODES = {
+    "tanh": CGRU_ACT_TANH, "sigmoid": CGRU_ACT_SIGMOID, "hard_sigmoid": CGRU_ACT_HARD_SIGMOID,
+    "relu": CGRU_ACT_RELU, "linear": CGRU_ACT_LINEAR, "softsign": CGRU_ACT_SOFTSIGN,
+    "elu": CGRU_ACT_ELU, "selu": CGRU_ACT_SELU, "gelu": CGRU_ACT_GELU, "silu": CGRU_ACT_SILU}
+
+
+def pre_width(Py_ssize_t H, int activation, int recurrent_activation):
+    """Numbers per batch row and step that training keeps of the pre-activations (0: none)."""
+    return CGRU_PRE_WIDTH(H, activation, recurrent_activation)
+
+
+cdef floating* pre_rows(const Sizes* s, floating* pre, Py_ssize_t row) noexcept nogil:
+    """Row `row` (of T * B) of pre (T, B, P), or NULL when no pre-activations are kept."""
+    return NULL if pre == NULL else pre + row * CGRU_PRE_WIDTH(s.H, s.act, s.rec)
 
 
 cdef void free_packed(floating** packed, int count) noexcept nogil:
@@ -83,8 +106,9 @@ cdef void forward_rows(const Sizes* s, Py_ssize_t b0, Py_ssize_t b1, const float
                        const floating* w_ih, const floating* w_hh, floating** packed,
                        const floating* b_ih, const floating* b_hh, const Py_ssize_t* lengths,
                        floating* gates, floating* gates_h, floating* hidden_n, floating* hs,
-                       floating* y) noexcept nogil:
-    """packed: W_ih^T, W_hh^T's first and second column block (recurrent_step), or NULLs."""
+                       floating* y, floating* pre) noexcept nogil:
+    """packed: W_ih^T, W_hh^T's first and second column block (recurrent_step), or NULLs.
+    pre: (T, B, P) (training, activations that keep their input), or NULL."""
     cdef Py_ssize_t T = s.T, B = s.B, I = s.n_in, H = s.H, G = 3 * H, rows = b1 - b0
     cdef Py_ssize_t t, k, steps, ld_ih = ld_of(s, I)
     if lengths != NULL:
@@ -107,13 +131,14 @@ cdef void forward_rows(const Sizes* s, Py_ssize_t b0, Py_ssize_t b1, const float
                        hs + ((t % s.slots_h) * B + b0) * H,
                        hidden_n + ((t % s.slots_n) * B + b0) * H,
                        hs + (((t + 1) % s.slots_h) * B + b0) * H, y + (t * B + b0) * H,
-                       lengths, t)
+                       lengths, t, s.act, s.rec, pre_rows(s, pre, t * B + b0))
 
 
 def forward(cnp.ndarray x, cnp.ndarray w_ih, cnp.ndarray w_hh, bint weights_t,
             cnp.ndarray b_ih, cnp.ndarray b_hh, cnp.ndarray lengths, bint reset_after,
             cnp.ndarray gates, cnp.ndarray hidden_n, cnp.ndarray hs, cnp.ndarray gates_h,
-            cnp.ndarray y, int level=0, int parts=1):
+            cnp.ndarray y, int level=0, int parts=1, cnp.ndarray pre=None,
+            int activation=CGRU_ACT_TANH, int recurrent_activation=CGRU_ACT_SIGMOID):
     """Runs the GRU over all T steps of x (T, B, I), T >= 1 and B >= 1.
 
     Every array C-contiguous, the float ones of one dtype (the caller checked; plain arrays,
@@ -125,26 +150,30 @@ def forward(cnp.ndarray x, cnp.ndarray w_ih, cnp.ndarray w_hh, bint weights_t,
     S_g = S_n = T, S_h = T + 1 keep every step (training); in inference S_h = 2, S_n = 1 and
     the input projection runs S_g steps at a time. gates_h (B, G) is scratch. The final state
     is hs[T % S_h]. level: the small GEMM's form (0: BLAS); parts > 1 (with level > 0): the
-    batch cut into that many parts, one OpenMP thread each.
+    batch cut into that many parts, one OpenMP thread each. activation,
+    recurrent_activation: codes (ACTIVATION_CODES); pre: (T, B, P) with P = pre_width(...)
+    > 0 in training, where backward needs it, else None or empty.
     """
     cdef Sizes s
     s.T, s.B, s.n_in, s.H = x.shape[0], x.shape[1], x.shape[2], hs.shape[2]
     s.slots_g, s.slots_h, s.slots_n = gates.shape[0], hs.shape[0], hidden_n.shape[0]
     s.reset_after, s.weights_t, s.level = reset_after, weights_t, level
+    s.act, s.rec = activation, recurrent_activation
     cdef const Py_ssize_t* lengths_p = <const Py_ssize_t*> (
         cnp.PyArray_DATA(lengths) if lengths.shape[0] > 0 else NULL)
+    cdef void* pre_p = cnp.PyArray_DATA(pre) if pre is not None and pre.size > 0 else NULL
     if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT64:
         forward_typed(&s, <const double*> cnp.PyArray_DATA(x), w_ih, w_hh, b_ih, b_hh,
-                      lengths_p, gates, hidden_n, hs, gates_h, y, parts)
+                      lengths_p, gates, hidden_n, hs, gates_h, y, parts, <double*> pre_p)
     else:
         forward_typed(&s, <const float*> cnp.PyArray_DATA(x), w_ih, w_hh, b_ih, b_hh,
-                      lengths_p, gates, hidden_n, hs, gates_h, y, parts)
+                      lengths_p, gates, hidden_n, hs, gates_h, y, parts, <float*> pre_p)
 
 
 cdef void forward_typed(Sizes* s, const floating* x, cnp.ndarray w_ih, cnp.ndarray w_hh,
                         cnp.ndarray b_ih, cnp.ndarray b_hh, const Py_ssize_t* lengths,
                         cnp.ndarray gates, cnp.ndarray hidden_n, cnp.ndarray hs,
-                        cnp.ndarray gates_h, cnp.ndarray y, int parts):
+                        cnp.ndarray gates_h, cnp.ndarray y, int parts, floating* pre):
     """`forward` for x's dtype: packs the weights (small GEMM), runs the parts."""
     cdef Py_ssize_t H = s.H, G = 3 * H
     cdef const floating* w_ih_p = <const floating*> cnp.PyArray_DATA(w_ih)
@@ -168,12 +197,12 @@ cdef void forward_typed(Sizes* s, const floating* x, cnp.ndarray w_ih, cnp.ndarr
         parts = max(1, min(parts, <int> s.B))
         if parts == 1:
             forward_rows(s, 0, s.B, x, w_ih_p, w_hh_p, packed, b_ih_p, b_hh_p, lengths,
-                         gates_p, gates_h_p, hidden_n_p, hs_p, y_p)
+                         gates_p, gates_h_p, hidden_n_p, hs_p, y_p, pre)
         else:
             for part in prange(parts, num_threads=parts, schedule="static", chunksize=1):
                 forward_rows(s, part_start(s.B, parts, part), part_start(s.B, parts, part + 1),
                              x, w_ih_p, w_hh_p, packed, b_ih_p, b_hh_p, lengths, gates_p,
-                             gates_h_p, hidden_n_p, hs_p, y_p)
+                             gates_h_p, hidden_n_p, hs_p, y_p, pre)
         free_packed(packed, 3)
 
 
@@ -185,7 +214,7 @@ cdef void backward_rows(const Sizes* s, Py_ssize_t b0, Py_ssize_t b1, const floa
                         const floating* w_ih, const floating* w_hh, floating** packed,
                         const floating* gates, const floating* hidden_n, const floating* hs,
                         const Py_ssize_t* lengths, floating* dh, floating* d_gates,
-                        floating* d_aux, floating* dx) noexcept nogil:
+                        floating* d_aux, floating* dx, const floating* pre) noexcept nogil:
     """packed: W_hh's rows [:G] or [:2H], its rows [2H:], W_ih's rows [:2H] or all, its rows
     [2H:], or NULLs. dx (T, B, I) is written here, a step at a time, when not NULL."""
     cdef Py_ssize_t T = s.T, B = s.B, I = s.n_in, H = s.H, G = 3 * H, rows = b1 - b0, t
@@ -197,6 +226,7 @@ cdef void backward_rows(const Sizes* s, Py_ssize_t b0, Py_ssize_t b1, const floa
     cdef floating* dx_t
     cdef const floating* gates_t
     cdef const floating* h_prev
+    cdef const floating* pre_t
     if lengths != NULL:
         lengths = lengths + b0
     for t in range(T - 1, -1, -1):
@@ -207,17 +237,21 @@ cdef void backward_rows(const Sizes* s, Py_ssize_t b0, Py_ssize_t b1, const floa
         gates_t = gates + (t * B + b0) * G
         h_prev = hs + (t * B + b0) * H
         d_aux_t = d_aux + (t * B + b0) * H if s.reset_after else d_aux + b0 * H
+        pre_t = pre_rows(s, <floating*> pre, t * B + b0)
         if s.reset_after:
             cell_backward_reset_after(rows, H, dg_t, d_aux_t, dh_prev, dh_next, gates_t,
-                                      hidden_n + (t * B + b0) * H, h_prev, lengths, t)
+                                      hidden_n + (t * B + b0) * H, h_prev, lengths, t, s.act,
+                                      s.rec, pre_t)
             # forward: gates_h = h_prev @ W_hh^T, so dh_prev += d_gates[t] @ W_hh, (B, G) @ (G, H)
             times_rows(s, rows, 0, G, H, dg_t, G, w_hh, packed[0], 1, dh_prev, H)
         else:
-            cell_backward_zn(rows, H, dg_t, dh_prev, dh_next, gates_t, h_prev, lengths, t)
+            cell_backward_zn(rows, H, dg_t, dh_prev, dh_next, gates_t, h_prev, lengths, t,
+                             s.act, s.rec, pre_t)
             # forward: gates_h[:, 2H:] = (r * h_prev) @ W_hh[2H:]^T, so
             # d_rh = dn_pre @ W_hh[2H:], (B, H) @ (H, H)
             times_rows(s, rows, 2 * H, H, H, dg_t + 2 * H, G, w_hh, packed[1], 0, d_aux_t, H)
-            cell_backward_r(rows, H, dg_t, dh_prev, d_aux_t, gates_t, h_prev, lengths, t)
+            cell_backward_r(rows, H, dg_t, dh_prev, d_aux_t, gates_t, h_prev, lengths, t,
+                            s.act, s.rec, pre_t)
             # forward: gates_h[:, :2H] = h_prev @ W_hh[:2H]^T, so
             # dh_prev += d_gates[t][:, :2H] @ W_hh[:2H], (B, 2H) @ (2H, H)
             times_rows(s, rows, 0, 2 * H, H, dg_t, G, w_hh, packed[0], 1, dh_prev, H)
@@ -240,7 +274,9 @@ def backward(cnp.ndarray dy, cnp.ndarray x, cnp.ndarray w_ih, cnp.ndarray w_hh,
              bint weights_t, cnp.ndarray gates, cnp.ndarray hidden_n, cnp.ndarray hs,
              cnp.ndarray lengths, bint reset_after, cnp.ndarray dh, cnp.ndarray d_gates,
              cnp.ndarray d_aux, cnp.ndarray dx, cnp.ndarray dw_ih, cnp.ndarray dw_hh,
-             cnp.ndarray db_ih, cnp.ndarray db_hh, int level=0, int parts=1):
+             cnp.ndarray db_ih, cnp.ndarray db_hh, int level=0, int parts=1,
+             cnp.ndarray pre=None, int activation=CGRU_ACT_TANH,
+             int recurrent_activation=CGRU_ACT_SIGMOID):
     """Backward through time of `forward` run with training slots (S_h = T + 1, S_n = T).
 
     Arrays as in `forward`. dy (T, B, H), or (0, B, H) for "no gradient from y".
@@ -249,22 +285,25 @@ def backward(cnp.ndarray dy, cnp.ndarray x, cnp.ndarray w_ih, cnp.ndarray w_hh,
     d_gates (T, B, G), the gate gradients wrt W_h h + b_h; d_aux: reset_after=True,
     (T, B, H), dn_pre (the n block of the gradient wrt W_i x + b_i); reset_after=False,
     (1, B, H), d_rh of the current step. Outputs dx (or (0, B, I): no dx computed), dw_ih,
-    dw_hh (in the weights' layout), db_ih, db_hh are overwritten. level, parts: as `forward`.
+    dw_hh (in the weights' layout), db_ih, db_hh are overwritten. level, parts, pre and the
+    activation codes: as `forward` wrote and took them.
     """
     cdef Sizes s
     s.T, s.B, s.n_in, s.H = x.shape[0], x.shape[1], x.shape[2], hs.shape[2]
     s.slots_g, s.slots_h, s.slots_n = s.T, s.T + 1, s.T
     s.reset_after, s.weights_t, s.level = reset_after, weights_t, level
+    s.act, s.rec = activation, recurrent_activation
     cdef const Py_ssize_t* lengths_p = <const Py_ssize_t*> (
         cnp.PyArray_DATA(lengths) if lengths.shape[0] > 0 else NULL)
+    cdef void* pre_p = cnp.PyArray_DATA(pre) if pre is not None and pre.size > 0 else NULL
     if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT64:
         backward_typed(&s, <const double*> cnp.PyArray_DATA(x), dy, w_ih, w_hh, gates,
                        hidden_n, hs, lengths_p, dh, d_gates, d_aux, dx, dw_ih, dw_hh, db_ih,
-                       db_hh, parts)
+                       db_hh, parts, <const double*> pre_p)
     else:
         backward_typed(&s, <const float*> cnp.PyArray_DATA(x), dy, w_ih, w_hh, gates,
                        hidden_n, hs, lengths_p, dh, d_gates, d_aux, dx, dw_ih, dw_hh, db_ih,
-                       db_hh, parts)
+                       db_hh, parts, <const float*> pre_p)
 
 
 cdef void backward_typed(Sizes* s, const floating* x, cnp.ndarray dy, cnp.ndarray w_ih,
@@ -272,7 +311,7 @@ cdef void backward_typed(Sizes* s, const floating* x, cnp.ndarray dy, cnp.ndarra
                          cnp.ndarray hs, const Py_ssize_t* lengths, cnp.ndarray dh,
                          cnp.ndarray d_gates, cnp.ndarray d_aux, cnp.ndarray dx,
                          cnp.ndarray dw_ih, cnp.ndarray dw_hh, cnp.ndarray db_ih,
-                         cnp.ndarray db_hh, int parts):
+                         cnp.ndarray db_hh, int parts, const floating* pre):
     """`backward` for x's dtype: packs the weights (small GEMM), runs the parts, then the
     whole-sequence products."""
     cdef Py_ssize_t I = s.n_in, H = s.H, G = 3 * H, M = s.T * s.B
@@ -310,12 +349,12 @@ cdef void backward_typed(Sizes* s, const floating* x, cnp.ndarray dy, cnp.ndarra
         parts = max(1, min(parts, <int> s.B))
         if parts == 1:
             backward_rows(s, 0, s.B, dy_p, w_ih_p, w_hh_p, packed, gates_p, hidden_n_p, hs_p,
-                          lengths, dh_p, d_gates_p, d_aux_p, dx_loop)
+                          lengths, dh_p, d_gates_p, d_aux_p, dx_loop, pre)
         else:
             for part in prange(parts, num_threads=parts, schedule="static", chunksize=1):
                 backward_rows(s, part_start(s.B, parts, part), part_start(s.B, parts, part + 1),
                               dy_p, w_ih_p, w_hh_p, packed, gates_p, hidden_n_p, hs_p, lengths,
-                              dh_p, d_gates_p, d_aux_p, dx_loop)
+                              dh_p, d_gates_p, d_aux_p, dx_loop, pre)
         free_packed(packed, 4)
         if need_dx and dx_loop == NULL:
             # dx = D[:, :2H] @ W_ih[:2H] + d_aux @ W_ih[2H:] (reset_after), else D @ W_ih

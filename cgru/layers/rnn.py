@@ -9,7 +9,8 @@ only in ``get_weights``/``set_weights`` and saving, never in a training step.
 """
 import numpy as np
 
-from .. import constraints, initializers, regularizers
+from .. import activations, constraints, initializers, regularizers
+from ..functional import ACTIVATIONS as CELL_ACTIVATIONS
 from ..functional import _layer_backward, _layer_forward
 from .base import Layer, check_positive_int, check_rate, dropout_mask
 
@@ -31,15 +32,20 @@ def _no_mask_yet(layer, mask):
             "cgru's GRU does not consume masks yet. Pad sequences at the front instead.")
 
 
-def _cell_activation(argument, value, supported):
-    """The name of the cell activation ``value``: cgru's fused cell computes the default."""
-    name = getattr(value, "name", value)
-    if name is None or name == supported or (callable(value) and getattr(
-            value, "__name__", None) == supported):
-        return supported
-    raise NotImplementedError(
-        f"GRU({argument}={value!r}): cgru's fused GRU cell computes {argument}="
-        f"'{supported}' only, for now.")
+def _cell_activation(argument, value):
+    """The name of the activation ``value`` (a name, a cgru or Keras activation function, or
+    Keras's serialized form; None is linear, as in Keras) that the fused cell computes."""
+    try:
+        name = activations.get(value).name
+    except ValueError:
+        name = None
+    if name not in CELL_ACTIVATIONS:
+        raise ValueError(
+            f"GRU({argument}={value!r}): cgru's fused GRU cell computes these activations "
+            f"natively: {', '.join(CELL_ACTIVATIONS)} (and 'swish', silu's other name), given "
+            "by name, as cgru.activations or keras.activations functions, or serialized; "
+            "other callables are not supported.")
+    return name
 
 
 class GRU(Layer):
@@ -51,6 +57,13 @@ class GRU(Layer):
     (batch, timesteps, units) with ``return_sequences``, and the last state as a second
     output with ``return_state``. With ``go_backwards`` the sequence is processed from its
     end and the returned sequence stays in processing (reversed) order, as in Keras.
+
+    ``activation`` (the candidate, tanh by default) and ``recurrent_activation`` (the gates,
+    sigmoid) take any activation the fused cell computes (``cgru.functional.ACTIVATIONS``,
+    Keras 3's definitions), by name, as a ``cgru.activations`` or ``keras.activations``
+    function, or in Keras's serialized form; ``get_config`` keeps the name ("swish" becomes
+    "silu", as in Keras). Any other callable raises ValueError: the cell runs compiled, with
+    no Python inside the time loop.
     """
 
     def __init__(self, units, activation="tanh", recurrent_activation="sigmoid", *,
@@ -62,9 +75,9 @@ class GRU(Layer):
                  bias_regularizer=None, kernel_constraint=None, recurrent_constraint=None,
                  bias_constraint=None, **kwargs):
         super().__init__(**kwargs)
-        self.activation = _cell_activation("activation", activation, "tanh")
+        self.activation = _cell_activation("activation", activation)
         self.recurrent_activation = _cell_activation("recurrent_activation",
-                                                     recurrent_activation, "sigmoid")
+                                                     recurrent_activation)
         self.recurrent_dropout = check_rate("recurrent_dropout", recurrent_dropout)
         if self.recurrent_dropout:
             raise NotImplementedError(
@@ -197,7 +210,8 @@ class GRU(Layer):
         else:
             b_ih, b_hh = bias, self._zero_bias
         y, h_n, cache = _layer_forward(x_tm, h0, self.kernel, self.recurrent_kernel, b_ih,
-                                       b_hh, self.reset_after, need_grad)
+                                       b_hh, self.reset_after, need_grad, self.activation,
+                                       self.recurrent_activation)
         if self.stateful:
             self.states[...] = h_n          # carried to the next batch, as Keras does
         # with go_backwards the sequence stays in processing order, as in Keras
