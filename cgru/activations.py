@@ -10,20 +10,24 @@ Keras 3's definitions (its TensorFlow backend's numerics), in NumPy:
     softsign(x)     = x / (1 + |x|)
     elu(x)          = x if x > 0 else exp(x) - 1                    (alpha = 1)
     selu(x)         = scale * (x if x > 0 else alpha * (exp(x) - 1))
-    gelu(x)         = x / 2 * (1 + erf(x / sqrt(2)))                (approximate=False, the
-                                                                      default of keras.activations.gelu)
+    gelu(x)         = x / 2 * erfc(-x / sqrt(2))       (approximate=False, the default of
+                                                        keras.activations.gelu; 1 / sqrt(2)
+                                                        rounded to float32, see GELU_C)
     silu(x)         = x * sigmoid(x)                                 ("swish" is its other name)
 
 ``serialize``/``deserialize`` use Keras's forms: a built-in activation serializes to its
 name, and deserializes from its name or from Keras's dict form
-``{"module": "keras.activations", "class_name": "function", "config": name, ...}``.
+``{"module": "keras.activations" (or "builtins"), "class_name": "function", "config": name}``.
 """
 import numpy as np
-from scipy.special import erf, expit
+from scipy.special import erfc, expit
 
 # selu's constants, as Keras and TensorFlow define them
 SELU_ALPHA = 1.6732632423543772848170429916717
 SELU_SCALE = 1.0507009873554804934193349852946
+# gelu's 1 / sqrt(2) as TensorFlow computes it, rounded to float32 in float64 too (tf.nn.gelu
+# casts the Python float through float32): up to 5e-9 in float64 results; Keras's numbers
+GELU_C = float(np.float32(np.sqrt(0.5)))
 
 
 class Activation:
@@ -100,14 +104,14 @@ def _selu_backward(d, out):
 
 
 def _gelu(z):
-    return _const(z, 0.5) * z * (1 + erf(z / _const(z, np.sqrt(2.0))))
+    return _const(z, 0.5) * z * erfc(-z * _const(z, GELU_C))
 
 
 def _gelu_backward(d, z):
-    # Phi(z) + z phi(z)
-    cdf = _const(z, 0.5) * (1 + erf(z / _const(z, np.sqrt(2.0))))
-    pdf = np.exp(-z * z / _const(z, 2)) / _const(z, np.sqrt(2 * np.pi))
-    return d * (cdf + z * pdf)
+    # erfc(-u) / 2 + z c exp(-u^2) / sqrt(pi), u = c z
+    u = z * _const(z, GELU_C)
+    return d * (_const(z, 0.5) * erfc(-u)
+                + z * _const(z, GELU_C / np.sqrt(np.pi)) * np.exp(-u * u))
 
 
 def _silu_backward(d, z):
@@ -139,8 +143,9 @@ def _from_keras_object(identifier):
     if isinstance(identifier, dict):
         module = identifier.get("module") or "keras.activations"
         name = identifier.get("config")
-        if identifier.get("class_name") == "function" and module.startswith("keras") \
-                and isinstance(name, str):
+        # Keras writes its built-in functions with module "keras.activations" or "builtins"
+        if identifier.get("class_name") == "function" and isinstance(name, str) and (
+                module == "builtins" or module.startswith("keras")):
             return _by_name(name)
         return None
     module = getattr(identifier, "__module__", None) or ""

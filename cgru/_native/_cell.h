@@ -19,7 +19,7 @@
 #define CGRU_TANH cgru_tanhf
 #define CGRU_EXP cgru_expf
 #define CGRU_EXPM1(v) (cgru_expf(v) - 1.0f)
-#define CGRU_ERF(v) cgru_erff_e((v), cgru_expf(-(v) * (v)))
+#define CGRU_ERFC cgru_erfcf
 #define CGRU_FABS fabsf
 #include "_cell_template.h"
 #undef real
@@ -28,7 +28,7 @@
 #undef CGRU_TANH
 #undef CGRU_EXP
 #undef CGRU_EXPM1
-#undef CGRU_ERF
+#undef CGRU_ERFC
 #undef CGRU_FABS
 
 #define real double
@@ -37,7 +37,7 @@
 #define CGRU_TANH cgru_tanh
 #define CGRU_EXP exp
 #define CGRU_EXPM1 expm1
-#define CGRU_ERF erf
+#define CGRU_ERFC erfc
 #define CGRU_FABS fabs
 #include "_cell_template.h"
 #undef real
@@ -46,7 +46,7 @@
 #undef CGRU_TANH
 #undef CGRU_EXP
 #undef CGRU_EXPM1
-#undef CGRU_ERF
+#undef CGRU_ERFC
 #undef CGRU_FABS
 
 #endif

@@ -72,22 +72,26 @@ enum {
 #define CGRU_PRE_WIDTH(H, act, rec) \
     ((CGRU_ACT_KEEPS_INPUT(rec) ? 2 * (H) : 0) + (CGRU_ACT_KEEPS_INPUT(act) ? (H) : 0))
 
+/* gelu(x) = x Phi(x) = x erfc(-c x) / 2 with c = 1 / sqrt(2) as TensorFlow computes it: rounded
+ * to float32 in float64 too (tf.nn.gelu casts the Python float through float32), which moves
+ * float64 results by up to 5e-9; Keras 3's numbers are these. */
+#define CGRU_GELU_C ((double)0.70710678118654752440f)
 #define CGRU_SELU_ALPHA 1.6732632423543772848170429916717
 #define CGRU_SELU_SCALE 1.0507009873554804934193349852946
 
-/* erf for float32 as plain arithmetic (vectorizable, like cgru_expf): Abramowitz and Stegun
- * 7.1.26, erf(x) = 1 - t (a1 + t (a2 + ... a5)) exp(-x^2), t = 1 / (1 + p |x|), odd in x;
- * absolute error within 1.5e-7 in exact arithmetic, 3e-7 in float32 (tested against SciPy
- * in tests/test_gru_activations.py). e2 = exp(-x^2) is passed in: gelu's derivative needs it
- * too. float64 uses libm's erf. */
-static inline float cgru_erff_e(float x, float e2)
+/* erfc for float32 as plain arithmetic (vectorizable, like cgru_expf): Abramowitz and Stegun
+ * 7.1.26, erfc(a) = t (a1 + t (a2 + ... + t a5)) exp(-a^2) for a >= 0, t = 1 / (1 + p a), and
+ * erfc(-a) = 2 - erfc(a); absolute error within 1.5e-7 in exact arithmetic (gelu tested
+ * against SciPy in tests/test_gru_activations.py). float64 uses libm's erfc. */
+static inline float cgru_erfcf(float y)
 {
-    const float t = 1.0f / (1.0f + 0.3275911f * fabsf(x));
+    const float a = fabsf(y), t = 1.0f / (1.0f + 0.3275911f * a);
     float p = 1.061405429f;
     p = p * t - 1.453152027f;
     p = p * t + 1.421413741f;
     p = p * t - 0.284496736f;
     p = p * t + 0.254829592f;
-    return copysignf(1.0f - p * t * e2, x);
+    p = p * t * cgru_expf(-a * a);
+    return y < 0 ? 2.0f - p : p;
 }
 #endif

@@ -74,9 +74,9 @@ static inline void CGRU_NAME(activate)(int code, Py_ssize_t count, real *restric
             v[j] = (real)CGRU_SELU_SCALE * (v[j] > 0 ? v[j]
                                             : (real)CGRU_SELU_ALPHA * CGRU_EXPM1(v[j]));
         break;
-    case CGRU_ACT_GELU:                     /* x (1 + erf(x / sqrt 2)) / 2 */
+    case CGRU_ACT_GELU:                     /* x erfc(-c x) / 2, c = CGRU_GELU_C */
         for (j = 0; j < count; j++)
-            v[j] = (real)0.5 * v[j] * (1 + CGRU_ERF(v[j] * (real)0.70710678118654752440));
+            v[j] = (real)0.5 * v[j] * CGRU_ERFC(-v[j] * (real)CGRU_GELU_C);
         break;
     case CGRU_ACT_SILU:
         for (j = 0; j < count; j++)
@@ -126,11 +126,11 @@ static inline void CGRU_NAME(derivative)(int code, Py_ssize_t count, const real 
             d[j] = out[j] < 0 ? out[j] + (real)(CGRU_SELU_SCALE * CGRU_SELU_ALPHA)
                               : (real)CGRU_SELU_SCALE;
         break;
-    case CGRU_ACT_GELU:                     /* Phi(x) + x phi(x) */
+    case CGRU_ACT_GELU:                     /* erfc(-u) / 2 + x c exp(-u^2) / sqrt(pi), u = c x */
         for (j = 0; j < count; j++) {
-            const real x = in[j];
-            d[j] = (real)0.5 * (1 + CGRU_ERF(x * (real)0.70710678118654752440))
-                   + x * (real)0.3989422804014327 * CGRU_EXP((real)-0.5 * x * x);
+            const real x = in[j], u = x * (real)CGRU_GELU_C;
+            d[j] = (real)0.5 * CGRU_ERFC(-u)
+                   + x * (real)(CGRU_GELU_C * 0.56418958354775628695) * CGRU_EXP(-u * u);
         }
         break;
     case CGRU_ACT_SILU:                     /* s (1 + x (1 - s)), s = sigmoid(x) */
