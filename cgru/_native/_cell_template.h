@@ -33,7 +33,7 @@
 
 /* v[:count] := f(v[:count]) for the activation `code`; keep[:count] (unless NULL) gets the
  * values before, the input that gelu's and silu's derivatives need. */
-static inline void CGRU_NAME(activate)(int code, Py_ssize_t count, real *restrict v,
+CGRU_ALWAYS_INLINE void CGRU_NAME(activate)(int code, Py_ssize_t count, real *restrict v,
                                        real *restrict keep)
 {
     Py_ssize_t j;
@@ -90,7 +90,7 @@ static inline void CGRU_NAME(activate)(int code, Py_ssize_t count, real *restric
 /* d[:count] := f'(x) for the activation `code`, from its output out = f(x), or from its input
  * x = in (gelu, silu: the values `activate` kept). The derivatives of elu and selu at x <= 0
  * are written in their outputs, as TensorFlow's are. */
-static inline void CGRU_NAME(derivative)(int code, Py_ssize_t count, const real *restrict out,
+CGRU_ALWAYS_INLINE void CGRU_NAME(derivative)(int code, Py_ssize_t count, const real *restrict out,
                                          const real *restrict in, real *restrict d)
 {
     Py_ssize_t j;

@@ -21,8 +21,8 @@ cdef int run_step(Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, bint reset_after,
     """One step for a batch, B >= 1: h_next (B, H) from x (B, I) and h (B, H), weights in
     PyTorch's layout, w_ih (G, I) and w_hh (G, H), read as BLAS's transposed operands (as
     gru_forward does for one step, so that both give the same bits); act, rec: the
-    activation codes of n and of r, z. The scratch (B * 8H
-    numbers) is allocated per call, so calls may run at once.
+    activation codes of n and of r, z. The scratch (B * 8H numbers) is allocated per call,
+    so calls may run at once.
     Returns -1 when out of memory, else 0."""
     cdef Py_ssize_t G = 3 * H
     cdef floating* scratch = <floating*> malloc(B * (2 * G + 2 * H) * sizeof(floating))
@@ -43,7 +43,8 @@ cdef class StepKernel:
     """One GRU step with the weights held: the latency path of online inference.
 
     Holds w_ih (3H, I), w_hh (3H, H), b_ih, b_hh: contiguous, of one float dtype, checked
-    by the caller (cgru.functional.GRUCell, a Python subclass). A call `kernel(x, h)` takes
+    by the caller (cgru.functional.GRUCell, a Python subclass), and the activation codes
+    (checked there too). A call `kernel(x, h)` takes
     x (B, I) and h (B, H) that are C-contiguous ndarrays of the weights' dtype straight to
     native code; anything else goes to `self._prepare(x, h)` (defined by the subclass), which
     validates, converts or raises. Memoryviews are avoided here on purpose: acquiring eight
