@@ -243,6 +243,8 @@ class CgruSystem(KerasStyleFit):
     def runner(self, case, mode):
         self.variant = None
         if mode == "fit-seed":
+            if activation_kwargs(self):
+                raise Unavailable("fit-seed runs the plain seed model")
             return self._fit_runner()
         self._need_kernels()
         d = case_data(case)
@@ -542,6 +544,8 @@ class KerasSystem(KerasStyleFit):
 
     def runner(self, case, mode):
         if mode == "fit-seed":
+            if activation_kwargs(self):
+                raise Unavailable("fit-seed runs the plain seed model")
             return self._fit_runner()
         d = case_data(case)
         layer = self._layer(d)
@@ -878,7 +882,7 @@ def run_checks(workers, cases, want_fit, tmp, log):
         for name, w in workers.items():
             if not w.ok or name == "floor":
                 continue
-            path = os.path.join(tmp, f"{name}-fit.npz")
+            path = os.path.join(tmp, f"{name.replace('/', '_')}-fit.npz")
             r = w.ask(cmd="check", case="fit-seed", path=path)
             if r["ok"]:
                 losses[name] = np.load(path)["loss"]

@@ -16,7 +16,7 @@ from cgru._pool import POOL
 from cgru._threads import blas_threads
 
 __all__ = ["gru_forward", "gru_backward", "GRUGrads", "GRUCache", "GRUCell",
-           "set_num_threads", "get_num_threads"]
+           "set_num_threads", "get_num_threads", "ACTIVATIONS"]
 
 _FLOAT32, _FLOAT64 = np.dtype(np.float32), np.dtype(np.float64)
 _FLOAT_DTYPES = (_FLOAT32, _FLOAT64)

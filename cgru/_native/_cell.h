@@ -14,8 +14,9 @@
 #endif
 
 /* The activation loops are inlined into each clone, so that they are compiled for its
- * instruction set: left to gcc they stayed one baseline (SSE2) function, and gelu cost 2.2x
- * the default pair's whole inference at the benchmark's medium shape (one thread). */
+ * instruction set: left to gcc they stayed one baseline (SSE2) function, and gelu/silu
+ * inference took 2.2x the default pair's at the benchmark's medium shape (one thread);
+ * inlined, 0.97x (benchmarks/README.md, "GRU activations"). */
 #if defined(__GNUC__)
 #define CGRU_ALWAYS_INLINE static inline __attribute__((always_inline))
 #else
