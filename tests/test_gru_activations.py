@@ -303,11 +303,17 @@ def test_config_and_file_round_trips_keep_the_names(tmp_path):
 
 
 def test_exports_without_the_activations_say_so(tmp_path):
-    pytest.importorskip("torch")
-    from cgru.interop import to_torch
+    from cgru.interop import to_onnx, to_torch
     layer = cgru.GRU(3, activation="relu", input_shape=(4, 2))
-    with pytest.raises(NotImplementedError, match="activation='relu'"):
-        to_torch(layer)
+    model = cgru.Sequential([cgru.GRU(3, recurrent_activation="hard_sigmoid",
+                                      input_shape=(4, 2))])
+    if pytest.importorskip("onnx"):
+        with pytest.raises(NotImplementedError, match="recurrent_activation='hard_sigmoid'"):
+            to_onnx(model, tmp_path / "m.onnx")
+    if pytest.importorskip("torch"):
+        with pytest.raises(NotImplementedError, match="activation='relu'"):
+            to_torch(layer)
+    assert not (tmp_path / "m.onnx").exists()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -34,7 +34,7 @@
 /* v[:count] := f(v[:count]) for the activation `code`; keep[:count] (unless NULL) gets the
  * values before, the input that gelu's and silu's derivatives need. */
 CGRU_ALWAYS_INLINE void CGRU_NAME(activate)(int code, Py_ssize_t count, real *restrict v,
-                                       real *restrict keep)
+                                            real *restrict keep)
 {
     Py_ssize_t j;
     if (keep != NULL)
@@ -90,8 +90,9 @@ CGRU_ALWAYS_INLINE void CGRU_NAME(activate)(int code, Py_ssize_t count, real *re
 /* d[:count] := f'(x) for the activation `code`, from its output out = f(x), or from its input
  * x = in (gelu, silu: the values `activate` kept). The derivatives of elu and selu at x <= 0
  * are written in their outputs, as TensorFlow's are. */
-CGRU_ALWAYS_INLINE void CGRU_NAME(derivative)(int code, Py_ssize_t count, const real *restrict out,
-                                         const real *restrict in, real *restrict d)
+CGRU_ALWAYS_INLINE void CGRU_NAME(derivative)(int code, Py_ssize_t count,
+                                              const real *restrict out,
+                                              const real *restrict in, real *restrict d)
 {
     Py_ssize_t j;
     switch (code) {
