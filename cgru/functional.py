@@ -17,7 +17,7 @@ from cgru._pool import POOL
 from cgru._threads import blas_on_one_thread, blas_threads
 
 __all__ = ["gru_forward", "gru_backward", "GRUGrads", "GRUCache", "GRUCell",
-           "set_num_threads", "get_num_threads"]
+           "set_num_threads", "get_num_threads", "ACTIVATIONS"]
 
 _FLOAT32, _FLOAT64 = np.dtype(np.float32), np.dtype(np.float64)
 _FLOAT_DTYPES = (_FLOAT32, _FLOAT64)
@@ -42,10 +42,12 @@ class GRUCache:
     """
 
     __slots__ = ("x", "w_ih", "w_hh", "weights_t", "gates", "hidden_n", "hs", "lengths",
-                 "reset_after", "plan", "level", "hold", "rec_mask", "hd", "input_masks")
+                 "reset_after", "plan", "level", "hold", "rec_mask", "hd", "input_masks",
+                 "pre", "activations")
 
     def __init__(self, x, w_ih, w_hh, weights_t, gates, hidden_n, hs, lengths, reset_after,
-                 plan, level, hold=False, rec_mask=None, hd=None, input_masks=None):
+                 plan, level, hold=False, rec_mask=None, hd=None, input_masks=None, pre=None,
+                 activations=(0, 1)):
         self.x, self.w_ih, self.w_hh, self.weights_t = x, w_ih, w_hh, weights_t
         self.gates, self.hidden_n, self.hs = gates, hidden_n, hs
         # lengths: None, (B,) lengths or (T, B) step limits (a mask, see _mask_limits)
@@ -56,6 +58,9 @@ class GRUCache:
         self.hold, self.rec_mask, self.hd = hold, rec_mask, hd
         # input_masks (3, B, I): x is then (3, T, B, I), x * input_masks[g] for gate g
         self.input_masks = input_masks
+        # the pre-activations that gelu and silu need in backward (None for the others), and
+        # the activation codes (activation, recurrent_activation)
+        self.pre, self.activations = pre, activations
 
     @property
     def dtype(self):
@@ -70,12 +75,38 @@ class GRUCache:
     def nbytes(self):
         return (self.gates.nbytes + self.hidden_n.nbytes + self.hs.nbytes
                 + (0 if self.hd is None else self.hd.nbytes)
-                + (0 if self.input_masks is None else self.x.nbytes))
+                + (0 if self.input_masks is None else self.x.nbytes)
+                + (0 if self.pre is None else self.pre.nbytes))
 
     def __repr__(self):
         T, B, I, H = self.shape
+        act, rec = (_ACTIVATION_NAMES[code] for code in self.activations)
         return (f"GRUCache(T={T}, B={B}, I={I}, H={H}, dtype={self.dtype}, "
-                f"reset_after={self.reset_after}, nbytes={self.nbytes})")
+                f"reset_after={self.reset_after}, activation={act!r}, "
+                f"recurrent_activation={rec!r}, nbytes={self.nbytes})")
+
+
+# The cell's activations by name (Keras 3's names and definitions; "swish" is silu's other
+# name): what `activation` and `recurrent_activation` take.
+ACTIVATIONS = tuple(_loops.ACTIVATION_CODES)
+_ACTIVATION_NAMES = {code: name for name, code in _loops.ACTIVATION_CODES.items()}
+_DEFAULT_CODES = (_loops.ACTIVATION_CODES["tanh"], _loops.ACTIVATION_CODES["sigmoid"])
+
+
+def _activation_codes(activation, recurrent_activation):
+    """The cell's codes for the two activation names, else ValueError naming the argument."""
+    if activation == "tanh" and recurrent_activation == "sigmoid":
+        return _DEFAULT_CODES
+    codes = []
+    for name, value in (("activation", activation),
+                        ("recurrent_activation", recurrent_activation)):
+        key = "silu" if value == "swish" else value
+        if not isinstance(key, str) or key not in _loops.ACTIVATION_CODES:
+            raise ValueError(f"`{name}` must be the name of an activation the GRU cell "
+                             f"computes, one of {list(ACTIVATIONS) + ['swish']}; got "
+                             f"{value!r}")
+        codes.append(_loops.ACTIVATION_CODES[key])
+    return tuple(codes)
 
 
 def _as_float_array(value, name):
@@ -318,13 +349,15 @@ def _check_weights(w_ih, w_hh, b_ih, b_hh, I, dtype, dtype_from):
 
 def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, *, reset_after=True, lengths=None,
                 training=True, mask=None, zero_output_for_mask=False,
-                recurrent_dropout_mask=None):
+                recurrent_dropout_mask=None, activation="tanh", recurrent_activation="sigmoid"):
     """Runs a GRU over a time-major sequence.
 
     x (T, B, I); h0 (B, H) or None for zeros; w_ih (3H, I), w_hh (3H, H), b_ih (3H,),
     b_hh (3H,) in PyTorch's layout and gate order (r, z, n); lengths None or integers (B,) in
     0..T (steps past a sequence's length keep its h and give zero y). All float arrays share
-    one dtype, float32 or float64.
+    one dtype, float32 or float64. activation (in place of tanh in n) and
+    recurrent_activation (in place of sigmoid in r and z): names of ``ACTIVATIONS``, with
+    Keras 3's definitions.
 
     mask: None or booleans (T, B), time-major like x, any pattern (instead of lengths), with
     Keras 3's semantics: a masked step keeps h, and its y repeats y of the step before (0
@@ -336,6 +369,7 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, *, reset_after=True, lengths=None
 
     Returns y (T, B, H), h_n (B, H) and a cache for ``gru_backward`` (None unless training).
     """
+    codes = _activation_codes(activation, recurrent_activation)
     x = _as_float_array(x, "x")
     if x.ndim != 3:
         raise ValueError(f"`x` must have rank 3, (T, B, I) time-major, got shape {x.shape}")
@@ -364,7 +398,8 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, *, reset_after=True, lengths=None
     return _run_forward(x, h0, (forward_w_ih, forward_w_hh, forward_t), (w_ih, w_hh, weights_t),
                         np.ascontiguousarray(b_ih), np.ascontiguousarray(b_hh), lengths,
                         bool(reset_after), training, plan,
-                        hold=mask is not None and not zero_output_for_mask, rec_mask=rec_mask)
+                        hold=mask is not None and not zero_output_for_mask, rec_mask=rec_mask,
+                        codes=codes)
 
 
 def _kernel_layout(w_ih, w_hh):
@@ -380,13 +415,15 @@ def _kernel_layout(w_ih, w_hh):
 
 
 def _run_forward(x, h0, forward_weights, backward_weights, b_ih, b_hh, lengths, reset_after,
-                 training, plan, hold=False, rec_mask=None, input_masks=None):
+                 training, plan, hold=False, rec_mask=None, input_masks=None,
+                 codes=_DEFAULT_CODES):
     """gru_forward after validation: x (T, B, I) of the weights' dtype (any strides); h0 (B, H)
     or None; forward_weights, backward_weights: (w_ih, w_hh, weights_t) as the kernels read
     them in forward and in backward; b_ih, b_hh contiguous; lengths None, checked intp (B,)
     or (T, B) step limits (_mask_limits); hold: masked steps repeat y (with step limits);
     rec_mask None or checked (3, B, H) recurrent dropout masks; input_masks None or (3, B, I)
-    input dropout masks, one per gate (gates r, z, n), for the layers."""
+    input dropout masks, one per gate (gates r, z, n), for the layers; codes: the activation
+    codes (activation, recurrent_activation)."""
     T, B, I = x.shape
     w_ih, w_hh, weights_t = forward_weights
     H = w_hh.shape[0] if weights_t else w_hh.shape[1]
@@ -408,6 +445,9 @@ def _run_forward(x, h0, forward_weights, backward_weights, b_ih, b_hh, lengths, 
         hs[0] = h0
     level, parts = _level(plan), (1 if _forked_child else plan[1])
     hd = None
+    # the pre-activations of gelu and silu, kept for backward in training only
+    width = _loops.pre_width(H, *codes) if training and codes != _DEFAULT_CODES else 0
+    pre = new((T, B, width), dtype) if width and not empty else None
     if not empty:
         if input_masks is None:
             x = np.ascontiguousarray(x)
@@ -424,7 +464,8 @@ def _run_forward(x, h0, forward_weights, backward_weights, b_ih, b_hh, lengths, 
         with _blas_threads(plan, T, B, I, H):
             _loops.forward(x, w_ih, w_hh, weights_t, b_ih, b_hh,
                            _NO_LENGTHS if lengths is None else lengths, reset_after,
-                           gates, hidden_n, hs, gates_h, y, level, parts, hold, rec_mask, hd)
+                           gates, hidden_n, hs, gates_h, y, level, parts, hold, rec_mask, hd,
+                           pre, *codes)
     else:
         gates = np.empty((T, B, 3 * H), dtype)
         hidden_n = np.empty((slots_n, B, H), dtype)
@@ -433,7 +474,7 @@ def _run_forward(x, h0, forward_weights, backward_weights, b_ih, b_hh, lengths, 
     if training:
         cache = GRUCache(x, *backward_weights, gates, hidden_n, hs, lengths, reset_after,
                          plan, level, hold, rec_mask, hd,
-                         None if empty else input_masks)
+                         None if empty else input_masks, pre, codes)
     return y, h_n, cache
 
 
@@ -511,7 +552,8 @@ def _run_backward(dy, dh_n, cache, need_dx):
                         cache.reset_after, dh, d_gates, d_aux,
                         dx if need_dx and not x_gates else _no_rows(B, I, dtype), dw_ih,
                         dw_hh, db_ih, db_hh, cache.level, 1 if _forked_child else cache.plan[1],
-                        cache.hold, cache.rec_mask, cache.hd, scratch)
+                        cache.hold, cache.rec_mask, cache.hd, scratch, cache.pre,
+                        *cache.activations)
     if need_dx and x_gates:
         _gate_input_gradient(cache, d_gates, d_aux, dx)
     return dx, dh[T % 2].copy(), dw_ih, dw_hh, db_ih, db_hh
@@ -541,9 +583,10 @@ def _no_rows(B, K, dtype):
 class GRUCell(_step.StepKernel):
     """One GRU step at a time, with the weights prepared once: online inference.
 
-    ``cell = GRUCell(w_ih, w_hh, b_ih, b_hh, reset_after=True)`` takes the weights of
-    ``gru_forward`` (PyTorch's layout; they are copied, so later changes to the arrays do not
-    affect the cell). ``h_next = cell(x, h)`` runs one step, as ``torch.nn.GRUCell`` does:
+    ``cell = GRUCell(w_ih, w_hh, b_ih, b_hh, reset_after=True, activation="tanh",
+    recurrent_activation="sigmoid")`` takes the weights and options of ``gru_forward``
+    (PyTorch's layout; the weights are copied, so later changes to the arrays do not affect
+    the cell). ``h_next = cell(x, h)`` runs one step, as ``torch.nn.GRUCell`` does:
     x (B, I), h (B, H) or None for zeros, h_next (B, H) a new array; all of the weights'
     dtype. Inference only (no cache); calls may run from several threads at once.
     ``cell(x_t, h)`` equals ``gru_forward(x_t[None], h, ...)[1]``.
@@ -554,7 +597,9 @@ class GRUCell(_step.StepKernel):
     ``gru_forward`` reads them without a copy: so that both give the same bits.
     """
 
-    def __init__(self, w_ih, w_hh, b_ih, b_hh, *, reset_after=True):
+    def __init__(self, w_ih, w_hh, b_ih, b_hh, *, reset_after=True, activation="tanh",
+                 recurrent_activation="sigmoid"):
+        codes = _activation_codes(activation, recurrent_activation)
         w_ih = _as_float_array(w_ih, "w_ih")
         if w_ih.ndim != 2:
             raise ValueError(f"`w_ih` must have shape (3H, I), got {w_ih.shape}")
@@ -563,15 +608,26 @@ class GRUCell(_step.StepKernel):
         _check_blas_sizes(1, 1, w_ih.shape[1], w_hh.shape[1])
         super().__init__(np.array(w_ih, order="C"), np.array(w_hh, order="C"),
                          np.array(b_ih, order="C"), np.array(b_hh, order="C"),
-                         bool(reset_after))
+                         bool(reset_after), *codes)
 
     @property
     def dtype(self):
         return self.w_ih.dtype
 
+    @property
+    def activation(self):
+        return _ACTIVATION_NAMES[self.activation_code]
+
+    @property
+    def recurrent_activation(self):
+        return _ACTIVATION_NAMES[self.recurrent_activation_code]
+
     def __repr__(self):
+        extra = ("" if (self.activation_code, self.recurrent_activation_code) == _DEFAULT_CODES
+                 else f", activation={self.activation!r}, "
+                      f"recurrent_activation={self.recurrent_activation!r}")
         return (f"GRUCell(input_size={self.input_size}, hidden_size={self.hidden_size}, "
-                f"dtype={self.dtype}, reset_after={self.reset_after})")
+                f"dtype={self.dtype}, reset_after={self.reset_after}{extra})")
 
     def _prepare(self, x, h):
         """x and h checked and made C-contiguous arrays of the cell's dtype, else an error."""
@@ -601,7 +657,8 @@ class GRUCell(_step.StepKernel):
 # db_ih, db_hh), the weight gradients in the layout of the weights.
 # ---------------------------------------------------------------------------------------------
 def _layer_forward(x, h0, kernel, recurrent_kernel, b_ih, b_hh, reset_after, training,
-                   mask=None, zero_output_for_mask=False, rec_mask=None, input_masks=None):
+                  mask=None, zero_output_for_mask=False, rec_mask=None, input_masks=None,
+                  activation="tanh", recurrent_activation="sigmoid"):
     """gru_forward for a layer: weights taken as they are (no checks, copies or transposes);
     x (T, B, I) made contiguous once. The plan is made here once and kept in the cache.
     mask: None or booleans (T, B) (time-major); rec_mask: None or (3, B, H) contiguous of
@@ -615,7 +672,8 @@ def _layer_forward(x, h0, kernel, recurrent_kernel, b_ih, b_hh, reset_after, tra
     return _run_forward(x, h0, weights, weights, b_ih, b_hh, limits, bool(reset_after),
                         training, _plan(T, B, I, H),
                         hold=mask is not None and not zero_output_for_mask, rec_mask=rec_mask,
-                        input_masks=input_masks)
+                        input_masks=input_masks,
+                        codes=_activation_codes(activation, recurrent_activation))
 
 
 def _layer_backward(dy, dh_n, cache, need_dx=True):

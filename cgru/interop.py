@@ -253,6 +253,11 @@ def _recurrent_kind(layer):
                 "(flip the input along time instead: x.flip(1)).")
         cells = (layer,)
     for cell in cells:
+        if (cell.activation, cell.recurrent_activation) != ("tanh", "sigmoid"):
+            raise NotImplementedError(
+                f"Layer '{layer.name}': GRU(activation={cell.activation!r}, "
+                f"recurrent_activation={cell.recurrent_activation!r}) has no torch.nn.GRU "
+                "equivalent; torch's cell is tanh/sigmoid only.")
         if not cell.reset_after:
             raise NotImplementedError(
                 f"Layer '{layer.name}': reset_after=False (the reset gate applied before the "
@@ -310,6 +315,9 @@ def _dense_to_torch(dense):
         return linear
     if dense.activation == "softmax":
         return torch.nn.Sequential(linear, torch.nn.Softmax(dim=-1))
+    if dense.activation not in _TORCH_ACTIVATIONS:
+        raise NotImplementedError(f"Layer '{dense.name}': activation={dense.activation!r} is "
+                                  "not converted to torch (sigmoid, tanh, relu, softmax are).")
     return torch.nn.Sequential(linear, getattr(torch.nn, _TORCH_ACTIVATIONS[dense.activation])())
 
 

@@ -37,9 +37,13 @@ each gate's dL/d(h * m_g) by m_g before adding it to dL/dh.
 Input dropout with a mask per gate (the same Keras cell with dropout too): x comes as
 (3, T, B, I), x * d_g for gate g, and gate g's input product reads x[g]; dW_ih[g] reads it
 too, and the caller computes dx = sum_g (dL/dgx_g @ W_ig) * d_g.
+Activations: tanh and sigmoid above are the default codes of `activation` (n) and
+`recurrent_activation` (r, z); the cell computes any of ACTIVATION_CODES natively.
 
 Saved by forward for backward: gates (T, B, G) holding r, z, n (written over the input
-projection, dead once its step is done), hidden_n (T, B, H), hs (T + 1, B, H), hs[0] = h0.
+projection, dead once its step is done), hidden_n (T, B, H), hs (T + 1, B, H), hs[0] = h0,
+and, only for activations whose derivative needs their input (gelu, silu), pre (T, B, P),
+P = pre_width(H, activation, recurrent_activation).
 In inference the same loop runs with hs, hidden_n and gates as rings of 2, 1 and a few steps
 (slot = t % slots), and the input is projected a chunk of steps at a time.
 """
@@ -49,8 +53,10 @@ from cython.parallel cimport prange
 cimport numpy as cnp
 
 from cgru._native._cell cimport (
-    cell_backward_r, cell_backward_reset_after, cell_backward_zn, cell_forward_n,
-    cell_forward_reset_after, cell_forward_rz, recurrent_step)
+    CGRU_ACT_ELU, CGRU_ACT_GELU, CGRU_ACT_HARD_SIGMOID, CGRU_ACT_LINEAR, CGRU_ACT_RELU,
+    CGRU_ACT_SELU, CGRU_ACT_SIGMOID, CGRU_ACT_SILU, CGRU_ACT_SOFTSIGN, CGRU_ACT_TANH,
+    CGRU_PRE_WIDTH, cell_backward_r, cell_backward_reset_after, cell_backward_zn,
+    cell_forward_n, cell_forward_reset_after, cell_forward_rz, recurrent_step)
 from cgru._native._gemm cimport cgru_cpu_gemm_level, product
 from cgru._native._parts cimport part_start
 from cgru._native._weights cimport (
@@ -70,6 +76,22 @@ cnp.import_array()
 DEBUG_CHECKS = bool(CGRU_DEBUG_CHECKS)
 # The small GEMM's best form on this CPU: 2 AVX-512, 1 AVX2 with FMA, 0 none (BLAS only).
 SMALL_GEMM_LEVEL = cgru_cpu_gemm_level()
+# The activations the cell computes, by Keras's names: the codes `forward`, `backward` and
+# the one-step kernel take.
+ACTIVATION_CODES = {
+    "tanh": CGRU_ACT_TANH, "sigmoid": CGRU_ACT_SIGMOID, "hard_sigmoid": CGRU_ACT_HARD_SIGMOID,
+    "relu": CGRU_ACT_RELU, "linear": CGRU_ACT_LINEAR, "softsign": CGRU_ACT_SOFTSIGN,
+    "elu": CGRU_ACT_ELU, "selu": CGRU_ACT_SELU, "gelu": CGRU_ACT_GELU, "silu": CGRU_ACT_SILU}
+
+
+def pre_width(Py_ssize_t H, int activation, int recurrent_activation):
+    """Numbers per batch row and step that training keeps of the pre-activations (0: none)."""
+    return CGRU_PRE_WIDTH(H, activation, recurrent_activation)
+
+
+cdef floating* pre_rows(const Sizes* s, floating* pre, Py_ssize_t row) noexcept nogil:
+    """Row `row` (of T * B) of pre (T, B, P), or NULL when no pre-activations are kept."""
+    return NULL if pre == NULL else pre + row * CGRU_PRE_WIDTH(s.H, s.act, s.rec)
 
 
 cdef void free_packed(floating** packed, int count) noexcept nogil:
@@ -147,11 +169,12 @@ cdef void dropped_step(const Sizes* s, Py_ssize_t rows, floating* gates, floatin
                        const floating* w_hh, floating** packed, const floating* b_ih,
                        const floating* b_hh, const floating* h_prev, const floating* m,
                        floating* hd, Py_ssize_t ld_d, floating* hidden_n, floating* h_next,
-                       floating* y, const Py_ssize_t* limits, Py_ssize_t t) noexcept nogil:
+                       floating* y, const Py_ssize_t* limits, Py_ssize_t t,
+                       floating* pre) noexcept nogil:
     """recurrent_step under recurrent dropout (see the top): m (3, B, H) the masks and hd
     (3, S, B, H) the dropped states, at this step's slot and this part's first row (gate
     strides B H and ld_d = S B H); packed: W_hh^T's column blocks r, z, n (packed[3:6]) or
-    NULLs."""
+    NULLs. pre: this step's rows of the kept pre-activations, or NULL."""
     cdef Py_ssize_t H = s.H, G = 3 * H, B = s.B, g
     cdef Py_ssize_t ld = G if s.weights_t else H, step = 1 if s.weights_t else H
     drop_state(rows, H, B * H, h_prev, m, hd, ld_d)
@@ -161,13 +184,15 @@ cdef void dropped_step(const Sizes* s, Py_ssize_t rows, floating* gates, floatin
                 not s.weights_t, packed[3 + g], 0, gates_h + g * H, G)
     if s.reset_after:
         cell_forward_reset_after(rows, H, gates, gates_h, b_ih, b_hh, h_prev, hidden_n,
-                                 h_next, y, limits, t)
+                                 h_next, y, limits, t, s.act, s.rec, pre)
     else:
         # hidden_n = r * hd[n]; gates_h[:, 2H:] = hidden_n @ W_hn^T; h' reads h_prev itself
-        cell_forward_rz(rows, H, gates, gates_h, b_ih, b_hh, hd + 2 * ld_d, hidden_n)
+        cell_forward_rz(rows, H, gates, gates_h, b_ih, b_hh, hd + 2 * ld_d, hidden_n, s.act,
+                        s.rec, pre)
         product(s.level, rows, H, H, hidden_n, H, w_hh + 2 * H * step, ld, not s.weights_t,
                 packed[5], 0, gates_h + 2 * H, G)
-        cell_forward_n(rows, H, gates, gates_h, b_ih, b_hh, h_prev, h_next, y, limits, t)
+        cell_forward_n(rows, H, gates, gates_h, b_ih, b_hh, h_prev, h_next, y, limits, t,
+                       s.act, s.rec, pre)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -178,11 +203,13 @@ cdef void forward_rows(const Sizes* s, Py_ssize_t b0, Py_ssize_t b1, const float
                        const floating* b_ih, const floating* b_hh, const Py_ssize_t* lengths,
                        bint per_step, bint hold, const floating* m, floating* hd,
                        Py_ssize_t slots_d, floating* gates, floating* gates_h,
-                       floating* hidden_n, floating* hs, floating* y) noexcept nogil:
+                       floating* hidden_n, floating* hs, floating* y,
+                       floating* pre) noexcept nogil:
     """packed: W_ih^T, W_hh^T's first and second column block (recurrent_step), its blocks
     r, z, n (dropped_step), W_ih^T's blocks r, z, n (s.x_gates), or NULLs. lengths: (B,),
     or (T, B) limits when per_step, or NULL; m (3, B, H) recurrent dropout masks and hd
-    (3, slots_d, B, H), or NULL."""
+    (3, slots_d, B, H), or NULL. pre: (T, B, P) (training, activations that keep their
+    input), or NULL."""
     cdef Py_ssize_t T = s.T, B = s.B, I = s.n_in, H = s.H, G = 3 * H, rows = b1 - b0
     cdef Py_ssize_t t, k, g, steps, ld_ih = ld_of(s, I), step_ih = 1 if s.weights_t else I
     cdef const Py_ssize_t* limits = NULL
@@ -225,13 +252,15 @@ cdef void forward_rows(const Sizes* s, Py_ssize_t b0, Py_ssize_t b1, const float
                            s.weights_t, packed[1], packed[2], b_ih, b_hh,
                            hs + ((t % s.slots_h) * B + b0) * H,
                            hidden_n + ((t % s.slots_n) * B + b0) * H,
-                           hs + (((t + 1) % s.slots_h) * B + b0) * H, y_t, limits, t)
+                           hs + (((t + 1) % s.slots_h) * B + b0) * H, y_t, limits, t, s.act,
+                           s.rec, pre_rows(s, pre, t * B + b0))
         else:
             dropped_step(s, rows, gates + ((t % s.slots_g) * B + b0) * G, gates_h + b0 * G,
                          w_hh, packed, b_ih, b_hh, hs + ((t % s.slots_h) * B + b0) * H, m,
                          hd + ((t % slots_d) * B + b0) * H, slots_d * B * H,
                          hidden_n + ((t % s.slots_n) * B + b0) * H,
-                         hs + (((t + 1) % s.slots_h) * B + b0) * H, y_t, limits, t)
+                         hs + (((t + 1) % s.slots_h) * B + b0) * H, y_t, limits, t,
+                         pre_rows(s, pre, t * B + b0))
         if hold and limits != NULL:
             # a masked step's y repeats the step before's (Keras's RNN; 0 before any valid step)
             hold_rows(rows, H, y_t, y_t - B * H if t > 0 else NULL, limits, t)
@@ -241,7 +270,8 @@ def forward(cnp.ndarray x, cnp.ndarray w_ih, cnp.ndarray w_hh, bint weights_t,
             cnp.ndarray b_ih, cnp.ndarray b_hh, cnp.ndarray lengths, bint reset_after,
             cnp.ndarray gates, cnp.ndarray hidden_n, cnp.ndarray hs, cnp.ndarray gates_h,
             cnp.ndarray y, int level=0, int parts=1, bint hold=False,
-            cnp.ndarray rec_mask=None, cnp.ndarray hd=None):
+            cnp.ndarray rec_mask=None, cnp.ndarray hd=None, cnp.ndarray pre=None,
+            int activation=CGRU_ACT_TANH, int recurrent_activation=CGRU_ACT_SIGMOID):
     """Runs the GRU over all T steps of x (T, B, I), T >= 1 and B >= 1; or of x (3, T, B, I),
     one input per gate r, z, n (input dropout with a mask per gate), gate g's input product
     reading x[g].
@@ -259,30 +289,34 @@ def forward(cnp.ndarray x, cnp.ndarray w_ih, cnp.ndarray w_hh, bint weights_t,
     S_n = S_d = 1 and the input projection runs S_g steps at a time. gates_h (B, G) is
     scratch. The final state is hs[T % S_h]. level: the small GEMM's form (0: BLAS);
     parts > 1 (with level > 0): the batch cut into that many parts, one OpenMP thread each.
+    activation, recurrent_activation: codes (ACTIVATION_CODES); pre: (T, B, P) with
+    P = pre_width(...) > 0 in training, where backward needs it, else None or empty.
     """
     cdef Sizes s
     s.x_gates = x.ndim == 4
     s.T, s.B, s.n_in, s.H = y.shape[0], y.shape[1], x.shape[x.ndim - 1], hs.shape[2]
     s.slots_g, s.slots_h, s.slots_n = gates.shape[0], hs.shape[0], hidden_n.shape[0]
     s.reset_after, s.weights_t, s.level = reset_after, weights_t, level
+    s.act, s.rec = activation, recurrent_activation
     cdef const Py_ssize_t* lengths_p = <const Py_ssize_t*> (
         cnp.PyArray_DATA(lengths) if lengths.shape[0] > 0 else NULL)
     cdef bint per_step = lengths.ndim == 2
+    cdef void* pre_p = cnp.PyArray_DATA(pre) if pre is not None and pre.size > 0 else NULL
     if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT64:
         forward_typed(&s, <const double*> cnp.PyArray_DATA(x), w_ih, w_hh, b_ih, b_hh,
                       lengths_p, per_step, hold, rec_mask, hd, gates, hidden_n, hs, gates_h, y,
-                      parts)
+                      parts, <double*> pre_p)
     else:
         forward_typed(&s, <const float*> cnp.PyArray_DATA(x), w_ih, w_hh, b_ih, b_hh,
                       lengths_p, per_step, hold, rec_mask, hd, gates, hidden_n, hs, gates_h, y,
-                      parts)
+                      parts, <float*> pre_p)
 
 
 cdef void forward_typed(Sizes* s, const floating* x, cnp.ndarray w_ih, cnp.ndarray w_hh,
                         cnp.ndarray b_ih, cnp.ndarray b_hh, const Py_ssize_t* lengths,
                         bint per_step, bint hold, object rec_mask, object hd,
                         cnp.ndarray gates, cnp.ndarray hidden_n, cnp.ndarray hs,
-                        cnp.ndarray gates_h, cnp.ndarray y, int parts):
+                        cnp.ndarray gates_h, cnp.ndarray y, int parts, floating* pre):
     """`forward` for x's dtype: packs the weights (small GEMM), runs the parts."""
     cdef Py_ssize_t H = s.H, G = 3 * H, slots_d = 1
     cdef const floating* w_ih_p = <const floating*> cnp.PyArray_DATA(w_ih)
@@ -328,13 +362,13 @@ cdef void forward_typed(Sizes* s, const floating* x, cnp.ndarray w_ih, cnp.ndarr
         if parts == 1:
             forward_rows(s, 0, s.B, x, w_ih_p, w_hh_p, packed, b_ih_p, b_hh_p, lengths,
                          per_step, hold, m_p, hd_p, slots_d, gates_p, gates_h_p, hidden_n_p,
-                         hs_p, y_p)
+                         hs_p, y_p, pre)
         else:
             for part in prange(parts, num_threads=parts, schedule="static", chunksize=1):
                 forward_rows(s, part_start(s.B, parts, part), part_start(s.B, parts, part + 1),
                              x, w_ih_p, w_hh_p, packed, b_ih_p, b_hh_p, lengths, per_step,
                              hold, m_p, hd_p, slots_d, gates_p, gates_h_p, hidden_n_p, hs_p,
-                             y_p)
+                             y_p, pre)
         free_packed(packed, 9)
 
 
@@ -347,12 +381,12 @@ cdef void backward_rows(const Sizes* s, Py_ssize_t b0, Py_ssize_t b1, const floa
                         const floating* gates, const floating* hidden_n, const floating* hs,
                         const Py_ssize_t* lengths, bint per_step, bint hold, const floating* m,
                         floating* scratch, floating* dh, floating* d_gates, floating* d_aux,
-                        floating* dx) noexcept nogil:
+                        floating* dx, const floating* pre) noexcept nogil:
     """packed: W_hh's rows [:G] or [:2H], its rows [2H:], W_ih's rows [:2H] or all, its rows
     [2H:], W_hh's rows [:H] and [H:2H] (recurrent dropout), or NULLs. dx (T, B, I) is written
     here, a step at a time, when not NULL. lengths, per_step, hold, m: as forward_rows;
     scratch (B, H): the carried dy of held outputs (hold), and (B, H) more for the products
-    under recurrent dropout (m not NULL)."""
+    under recurrent dropout (m not NULL). pre: as forward_rows wrote it, or NULL."""
     cdef Py_ssize_t T = s.T, B = s.B, I = s.n_in, H = s.H, G = 3 * H, rows = b1 - b0, t, g, i
     cdef floating* dh_next = dh + b0 * H
     cdef floating* dh_prev = dh + (B + b0) * H
@@ -365,6 +399,7 @@ cdef void backward_rows(const Sizes* s, Py_ssize_t b0, Py_ssize_t b1, const floa
     cdef const floating* gates_t
     cdef const floating* h_prev
     cdef const Py_ssize_t* limits = NULL
+    cdef const floating* pre_t
     if lengths != NULL:
         lengths = lengths + b0
     if m != NULL:
@@ -385,9 +420,11 @@ cdef void backward_rows(const Sizes* s, Py_ssize_t b0, Py_ssize_t b1, const floa
         gates_t = gates + (t * B + b0) * G
         h_prev = hs + (t * B + b0) * H
         d_aux_t = d_aux + (t * B + b0) * H if s.reset_after else d_aux + b0 * H
+        pre_t = pre_rows(s, <floating*> pre, t * B + b0)
         if s.reset_after:
             cell_backward_reset_after(rows, H, dg_t, d_aux_t, dh_prev, dh_next, gates_t,
-                                      hidden_n + (t * B + b0) * H, h_prev, limits, t)
+                                      hidden_n + (t * B + b0) * H, h_prev, limits, t, s.act,
+                                      s.rec, pre_t)
             if m == NULL:
                 # forward: gates_h = h_prev @ W_hh^T, so dh_prev += d_gates[t] @ W_hh,
                 # (B, G) @ (G, H)
@@ -400,7 +437,8 @@ cdef void backward_rows(const Sizes* s, Py_ssize_t b0, Py_ssize_t b1, const floa
                                packed[4 + g] if g < 2 else packed[1], 0, tmp, H)
                     add_masked(rows, H, dh_prev, tmp, m + g * B * H)
         else:
-            cell_backward_zn(rows, H, dg_t, dh_prev, dh_next, gates_t, h_prev, limits, t)
+            cell_backward_zn(rows, H, dg_t, dh_prev, dh_next, gates_t, h_prev, limits, t,
+                             s.act, s.rec, pre_t)
             # forward: gates_h[:, 2H:] = (r * h_prev) @ W_hh[2H:]^T, so
             # d_rh = dn_pre @ W_hh[2H:], (B, H) @ (H, H)
             times_rows(s, rows, 2 * H, H, H, dg_t + 2 * H, G, w_hh, packed[1], 0, d_aux_t, H)
@@ -408,7 +446,8 @@ cdef void backward_rows(const Sizes* s, Py_ssize_t b0, Py_ssize_t b1, const floa
                 # forward: r * (h_prev * m_n): d(r * h_prev)/d(...) = d_rh * m_n, so that
                 # cell_backward_r's dr and its dh_prev += d_rh * r stay right with h_prev
                 scale_rows(rows, H, d_aux_t, m + 2 * B * H)
-            cell_backward_r(rows, H, dg_t, dh_prev, d_aux_t, gates_t, h_prev, limits, t)
+            cell_backward_r(rows, H, dg_t, dh_prev, d_aux_t, gates_t, h_prev, limits, t,
+                            s.act, s.rec, pre_t)
             if m == NULL:
                 # forward: gates_h[:, :2H] = h_prev @ W_hh[:2H]^T, so
                 # dh_prev += d_gates[t][:, :2H] @ W_hh[:2H], (B, 2H) @ (2H, H)
@@ -439,7 +478,9 @@ def backward(cnp.ndarray dy, cnp.ndarray x, cnp.ndarray w_ih, cnp.ndarray w_hh,
              cnp.ndarray lengths, bint reset_after, cnp.ndarray dh, cnp.ndarray d_gates,
              cnp.ndarray d_aux, cnp.ndarray dx, cnp.ndarray dw_ih, cnp.ndarray dw_hh,
              cnp.ndarray db_ih, cnp.ndarray db_hh, int level=0, int parts=1, bint hold=False,
-             cnp.ndarray rec_mask=None, cnp.ndarray hd=None, cnp.ndarray scratch=None):
+             cnp.ndarray rec_mask=None, cnp.ndarray hd=None, cnp.ndarray scratch=None,
+             cnp.ndarray pre=None, int activation=CGRU_ACT_TANH,
+             int recurrent_activation=CGRU_ACT_SIGMOID):
     """Backward through time of `forward` run with training slots (S_h = T + 1, S_n = T).
 
     Arrays as in `forward`. dy (T, B, H), or (0, B, H) for "no gradient from y".
@@ -451,24 +492,29 @@ def backward(cnp.ndarray dy, cnp.ndarray x, cnp.ndarray w_ih, cnp.ndarray w_hh,
     dw_hh (in the weights' layout), db_ih, db_hh are overwritten. level, parts: as `forward`.
     lengths, hold, rec_mask and hd (S_d = T) as the forward had them; scratch (2, B, H) when
     hold or rec_mask is given. With x (3, T, B, I), one input per gate, dx must be (0, B, I):
-    the caller computes it (each gate's part times that gate's input mask).
+    the caller computes it (each gate's part times that gate's input mask). pre and the
+    activation codes: as `forward` wrote and took them.
     """
     cdef Sizes s
     s.x_gates = x.ndim == 4
     s.T, s.B, s.n_in, s.H = gates.shape[0], gates.shape[1], x.shape[x.ndim - 1], hs.shape[2]
     s.slots_g, s.slots_h, s.slots_n = s.T, s.T + 1, s.T
     s.reset_after, s.weights_t, s.level = reset_after, weights_t, level
+    s.act, s.rec = activation, recurrent_activation
     cdef const Py_ssize_t* lengths_p = <const Py_ssize_t*> (
         cnp.PyArray_DATA(lengths) if lengths.shape[0] > 0 else NULL)
     cdef bint per_step = lengths.ndim == 2
+    cdef void* pre_p = cnp.PyArray_DATA(pre) if pre is not None and pre.size > 0 else NULL
     if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT64:
         backward_typed(&s, <const double*> cnp.PyArray_DATA(x), dy, w_ih, w_hh, gates,
                        hidden_n, hs, lengths_p, per_step, hold, rec_mask, hd, scratch, dh,
-                       d_gates, d_aux, dx, dw_ih, dw_hh, db_ih, db_hh, parts)
+                       d_gates, d_aux, dx, dw_ih, dw_hh, db_ih, db_hh, parts,
+                       <const double*> pre_p)
     else:
         backward_typed(&s, <const float*> cnp.PyArray_DATA(x), dy, w_ih, w_hh, gates,
                        hidden_n, hs, lengths_p, per_step, hold, rec_mask, hd, scratch, dh,
-                       d_gates, d_aux, dx, dw_ih, dw_hh, db_ih, db_hh, parts)
+                       d_gates, d_aux, dx, dw_ih, dw_hh, db_ih, db_hh, parts,
+                       <const float*> pre_p)
 
 
 cdef void backward_typed(Sizes* s, const floating* x, cnp.ndarray dy, cnp.ndarray w_ih,
@@ -477,7 +523,7 @@ cdef void backward_typed(Sizes* s, const floating* x, cnp.ndarray dy, cnp.ndarra
                          object rec_mask, object hd, object scratch, cnp.ndarray dh,
                          cnp.ndarray d_gates, cnp.ndarray d_aux, cnp.ndarray dx,
                          cnp.ndarray dw_ih, cnp.ndarray dw_hh, cnp.ndarray db_ih,
-                         cnp.ndarray db_hh, int parts):
+                         cnp.ndarray db_hh, int parts, const floating* pre):
     """`backward` for x's dtype: packs the weights (small GEMM), runs the parts, then the
     whole-sequence products."""
     cdef Py_ssize_t I = s.n_in, H = s.H, G = 3 * H, M = s.T * s.B
@@ -530,13 +576,13 @@ cdef void backward_typed(Sizes* s, const floating* x, cnp.ndarray dy, cnp.ndarra
         if parts == 1:
             backward_rows(s, 0, s.B, dy_p, w_ih_p, w_hh_p, packed, gates_p, hidden_n_p, hs_p,
                           lengths, per_step, hold, m_p, scratch_p, dh_p, d_gates_p, d_aux_p,
-                          dx_loop)
+                          dx_loop, pre)
         else:
             for part in prange(parts, num_threads=parts, schedule="static", chunksize=1):
                 backward_rows(s, part_start(s.B, parts, part), part_start(s.B, parts, part + 1),
                               dy_p, w_ih_p, w_hh_p, packed, gates_p, hidden_n_p, hs_p, lengths,
                               per_step, hold, m_p, scratch_p, dh_p, d_gates_p, d_aux_p,
-                              dx_loop)
+                              dx_loop, pre)
         free_packed(packed, 6)
         if need_dx and dx_loop == NULL:
             # dx = D[:, :2H] @ W_ih[:2H] + d_aux @ W_ih[2H:] (reset_after), else D @ W_ih

@@ -22,6 +22,7 @@ cdef struct Sizes:
     Py_ssize_t T, B, n_in, H, slots_g, slots_h, slots_n
     bint reset_after, weights_t, x_gates
     int level
+    int act, rec        # activation codes of n and of r, z (_cell_math.h)
 
 
 cdef inline Py_ssize_t row_step(const Sizes* s, Py_ssize_t K) noexcept nogil:

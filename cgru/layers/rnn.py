@@ -9,7 +9,8 @@ only in ``get_weights``/``set_weights`` and saving, never in a training step.
 """
 import numpy as np
 
-from .. import constraints, initializers, regularizers
+from .. import activations, constraints, initializers, regularizers
+from ..functional import ACTIVATIONS as CELL_ACTIVATIONS
 from ..functional import _layer_backward, _layer_forward
 from .base import Layer, check_positive_int, check_rate, dropout_mask
 
@@ -47,15 +48,20 @@ def check_mask(layer, mask, x_shape):
     return mask
 
 
-def _cell_activation(argument, value, supported):
-    """The name of the cell activation ``value``: cgru's fused cell computes the default."""
-    name = getattr(value, "name", value)
-    if name is None or name == supported or (callable(value) and getattr(
-            value, "__name__", None) == supported):
-        return supported
-    raise NotImplementedError(
-        f"GRU({argument}={value!r}): cgru's fused GRU cell computes {argument}="
-        f"'{supported}' only, for now.")
+def _cell_activation(argument, value):
+    """The name of the activation ``value`` (a name, a cgru or Keras activation function, or
+    Keras's serialized form; None is linear, as in Keras) that the fused cell computes."""
+    try:
+        name = activations.get(value).name
+    except ValueError:
+        name = None
+    if name not in CELL_ACTIVATIONS:
+        raise ValueError(
+            f"GRU({argument}={value!r}): cgru's fused GRU cell computes these activations "
+            f"natively: {', '.join(CELL_ACTIVATIONS)} (and 'swish', silu's other name), given "
+            "by name, as cgru.activations or keras.activations functions, or serialized; "
+            "other callables are not supported.")
+    return name
 
 
 class GRU(Layer):
@@ -102,6 +108,13 @@ class GRU(Layer):
         does cgru, each gate's input product reading its own masked input.
     Where cgru differs: the masks come from cgru's own generator, not Keras's, so a seeded
     run draws other masks than Keras (tests inject Keras's masks to compare).
+
+    ``activation`` (the candidate, tanh by default) and ``recurrent_activation`` (the gates,
+    sigmoid) take any activation the fused cell computes (``cgru.functional.ACTIVATIONS``,
+    Keras 3's definitions), by name, as a ``cgru.activations`` or ``keras.activations``
+    function, or in Keras's serialized form; ``get_config`` keeps the name ("swish" becomes
+    "silu", as in Keras). Any other callable raises ValueError: the cell runs compiled, with
+    no Python inside the time loop.
     """
 
     def __init__(self, units, activation="tanh", recurrent_activation="sigmoid", *,
@@ -114,9 +127,9 @@ class GRU(Layer):
                  bias_constraint=None, zero_output_for_mask=False, **kwargs):
         super().__init__(**kwargs)
         self.zero_output_for_mask = bool(zero_output_for_mask)
-        self.activation = _cell_activation("activation", activation, "tanh")
+        self.activation = _cell_activation("activation", activation)
         self.recurrent_activation = _cell_activation("recurrent_activation",
-                                                     recurrent_activation, "sigmoid")
+                                                     recurrent_activation)
         self.recurrent_dropout = check_rate("recurrent_dropout", recurrent_dropout)
         # unroll, use_cudnn and implementation choose how Keras runs the loop; cgru runs one
         # compiled loop whatever they say, with the same numbers
@@ -280,7 +293,8 @@ class GRU(Layer):
             b_ih, b_hh = bias, self._zero_bias
         y, h_n, cache = _layer_forward(x_tm, h0, self.kernel, self.recurrent_kernel, b_ih,
                                        b_hh, self.reset_after, need_grad, mask_tm,
-                                       self.zero_output_for_mask, rec, input_masks)
+                                       self.zero_output_for_mask, rec, input_masks,
+                                       self.activation, self.recurrent_activation)
         if self.stateful:
             self.states[...] = h_n          # carried to the next batch, as Keras does
         # with go_backwards the sequence stays in processing order, as in Keras
