@@ -22,6 +22,15 @@ Systems:
   torch  torch.nn.GRU (time-major) and an idiomatic PyTorch training loop;
   keras  keras.layers.GRU on TensorFlow, called through tf.function, and model.fit.
 
+Variants: a system name may carry a GRU activation pair, `cgru+relu/hard_sigmoid`,
+`keras+gelu/silu` (activation/recurrent_activation, Keras's names): that system's GRU computes
+them (cgru's functional kernels and GRUCell, Keras's GRU layer). A variant is checked against
+the Keras variant of the same pair when it runs (torch's GRU is tanh/sigmoid only), and the
+table adds its time over the plain system's: the option's cost.
+
+    python benchmarks/bench.py --cases medium --modes infer,train --systems \
+        cgru,cgru+relu/hard_sigmoid,cgru+gelu/silu,keras,keras+relu/hard_sigmoid,keras+gelu/silu
+
 Modes: infer (forward only, no gradient state), train (forward and backward of the scalar loss
 sum(y * gy) + sum(h_n * gh), with fixed random cotangents, with respect to the input, the initial
 state and every weight), fit-seed (the seed example end to end: GRU(32) on (10, 20) inputs +
@@ -69,6 +78,22 @@ TOLERANCE = 2e-3     # largest difference allowed, relative to max(1, largest re
 
 class Unavailable(Exception):
     """A system cannot run this case or mode; the message says why."""
+
+
+def split_system(name):
+    """'cgru+relu/hard_sigmoid' -> ('cgru', ('relu', 'hard_sigmoid')); 'cgru' -> ('cgru', None)."""
+    base, _, pair = name.partition("+")
+    return base, (tuple(pair.split("/", 1)) if pair else None)
+
+
+def activation_kwargs(system):
+    """The GRU keyword arguments of a system's activation pair ({} for the plain system)."""
+    pair = getattr(system, "activations", None)
+    if pair is None:
+        return {}
+    if len(pair) != 2:
+        raise Unavailable(f"activation pair {'/'.join(pair)!r} is not activation/recurrent")
+    return dict(activation=pair[0], recurrent_activation=pair[1])
 
 
 # --------------------------------------------------------------------------------------------
@@ -218,19 +243,22 @@ class CgruSystem(KerasStyleFit):
     def runner(self, case, mode):
         self.variant = None
         if mode == "fit-seed":
+            if activation_kwargs(self):
+                raise Unavailable("fit-seed runs the plain seed model")
             return self._fit_runner()
         self._need_kernels()
         d = case_data(case)
         fwd, bwd = self.fwd, self.bwd
         w = (d["w_ih"], d["w_hh"], d["b_ih"], d["b_hh"])
+        kw = activation_kwargs(self)
         if case == "stream":
             return self._stepper(d)
         x, h0, dy, dh = d["x"], d["h0"], d["dy"], d["dh"]
         if mode == "infer":
-            return lambda: fwd(x, h0, *w, training=False)
+            return lambda: fwd(x, h0, *w, training=False, **kw)
 
         def train():
-            y, h_n, cache = fwd(x, h0, *w, training=True)
+            y, h_n, cache = fwd(x, h0, *w, training=True, **kw)
             return bwd(dy, dh, cache)
         return train
 
@@ -242,7 +270,7 @@ class CgruSystem(KerasStyleFit):
         cell_cls = getattr(getattr(self.cgru, "functional", None), "GRUCell", None)
         if cell_cls is not None:
             self.variant = "GRUCell"
-            cell = cell_cls(*w)
+            cell = cell_cls(*w, **activation_kwargs(self))
             xs = [d["x"][t] for t in range(d["x"].shape[0])]
 
             def stream():
@@ -252,6 +280,8 @@ class CgruSystem(KerasStyleFit):
                 return h
             return stream
         self.variant = "gru_forward T=1"
+        if activation_kwargs(self):
+            raise Unavailable("this cgru has no GRUCell for the activation pair")
         fwd = self.fwd
         xs = [d["x"][t:t + 1] for t in range(d["x"].shape[0])]
 
@@ -269,7 +299,7 @@ class CgruSystem(KerasStyleFit):
         if case == "stream":
             d["x"] = d["x"][:STREAM_CHECK_STEPS]
             return {"h_n": self._stepper(d)()}
-        y, h_n, cache = self.fwd(d["x"], d["h0"], *w, training=True)
+        y, h_n, cache = self.fwd(d["x"], d["h0"], *w, training=True, **activation_kwargs(self))
         g = self.bwd(d["dy"], d["dh"], cache)
         return dict(y=y, h_n=h_n, dx=g.dx, dh0=g.dh0, dw_ih=g.dw_ih, dw_hh=g.dw_hh,
                     db_ih=g.db_ih, db_hh=g.db_hh)
@@ -483,7 +513,8 @@ class KerasSystem(KerasStyleFit):
     def _layer(self, d):
         T, B, I = d["x"].shape
         H = d["w_hh"].shape[1]
-        layer = self.keras.layers.GRU(H, return_sequences=True, return_state=True)
+        layer = self.keras.layers.GRU(H, return_sequences=True, return_state=True,
+                                      **activation_kwargs(self))
         layer.build((B, T, I))
         layer.set_weights(torch_to_keras(d["w_ih"], d["w_hh"], d["b_ih"], d["b_hh"]))
         return layer
@@ -513,6 +544,8 @@ class KerasSystem(KerasStyleFit):
 
     def runner(self, case, mode):
         if mode == "fit-seed":
+            if activation_kwargs(self):
+                raise Unavailable("fit-seed runs the plain seed model")
             return self._fit_runner()
         d = case_data(case)
         layer = self._layer(d)
@@ -620,16 +653,21 @@ def worker_main(system, threads):
     proto = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)                  # stray prints of the libraries go to the log, not the pipe
     sys.path.insert(0, ROOT)
-    if system == "cgru" and os.environ.get("CGRU_BENCH_PATH"):
+    base, pair = split_system(system)
+    if base == "cgru" and os.environ.get("CGRU_BENCH_PATH"):
         sys.path.insert(0, os.environ["CGRU_BENCH_PATH"])
-    if system == "cgru-base" and os.environ.get("CGRU_BENCH_BASE_PATH"):
+    if base == "cgru-base" and os.environ.get("CGRU_BENCH_BASE_PATH"):
         sys.path.insert(0, os.environ["CGRU_BENCH_BASE_PATH"])
 
     def send(**msg):
         proto.write(json.dumps(msg) + "\n")
 
     try:
-        sysobj = SYSTEM_CLASSES[system](threads)
+        sysobj = SYSTEM_CLASSES[base](threads)
+        if pair is not None:
+            if base in ("floor", "torch"):
+                raise Unavailable(f"{base} has no GRU activation options")
+            sysobj.activations = pair
         import numpy  # noqa: F401  (so that threadpoolctl sees its BLAS too)
         pools = []
         try:
@@ -793,7 +831,7 @@ def run_checks(workers, cases, want_fit, tmp, log):
         for name, w in workers.items():
             if not w.ok:
                 continue
-            path = os.path.join(tmp, f"{name}-{case}.npz")
+            path = os.path.join(tmp, f"{name.replace('/', '_')}-{case}.npz")
             r = w.ask(cmd="check", case=case, path=path)
             if r["ok"]:
                 results[name] = dict(np.load(path))
@@ -808,12 +846,21 @@ def run_checks(workers, cases, want_fit, tmp, log):
                 continue
             ref, ref_name = results[got[0]], got[0] + " float32"
         parts = []
+        plain_ref = ref
         for name, res in results.items():
+            ref = plain_ref
             if isinstance(res, str):
                 if (name, res) not in said:
                     parts.append(f"{name}: skipped ({res})")
                     said.add((name, res))
                 continue
+            pair = split_system(name)[1]
+            if pair is not None:
+                # a variant: against Keras's GRU with the same activations
+                ref = results.get("keras+" + "/".join(pair))
+                if not isinstance(ref, dict):
+                    parts.append(f"{name}: no reference (run keras+{'/'.join(pair)})")
+                    continue
             if res is ref:
                 parts.append(f"{name}: the reference")
                 continue
@@ -826,6 +873,8 @@ def run_checks(workers, cases, want_fit, tmp, log):
             ok = fwd <= TOLERANCE * scale and bwd <= TOLERANCE
             verdict[(name, case)] = ok
             txt = f"{name}: out {fwd:.1e}" + (f", grads {bwd:.1e} rel" if grads else "")
+            if pair is not None:
+                txt += f" (vs keras+{'/'.join(pair)})"
             parts.append(txt + ("" if ok else "  MISMATCH, not timed"))
         log(f"  check {case} (vs {ref_name}): " + "; ".join(parts))
     if want_fit:
@@ -833,7 +882,7 @@ def run_checks(workers, cases, want_fit, tmp, log):
         for name, w in workers.items():
             if not w.ok or name == "floor":
                 continue
-            path = os.path.join(tmp, f"{name}-fit.npz")
+            path = os.path.join(tmp, f"{name.replace('/', '_')}-fit.npz")
             r = w.ask(cmd="check", case="fit-seed", path=path)
             if r["ok"]:
                 losses[name] = np.load(path)["loss"]
@@ -904,7 +953,7 @@ def main(argv=None):
     cases = args.cases.split(",") if args.cases else list(QUICK_CASES if args.quick else CASES)
     modes = args.modes.split(",") if args.modes else list(MODES)
     for s in systems:
-        if s not in SYSTEMS:
+        if split_system(s)[0] not in SYSTEMS:
             p.error(f"unknown system {s!r}")
     for c in cases:
         if c not in CASES:
@@ -1035,6 +1084,8 @@ def main(argv=None):
 
 def markdown(results, systems, info, reps):
     shown = [s for s in SYSTEMS if s in systems]
+    variants = [s for s in systems if split_system(s)[1] is not None]
+    shown += variants
     head = ["mode", "case"] + shown
     peers = [s for s in ("torch", "keras") if s in shown]
     ratios = []
@@ -1043,10 +1094,14 @@ def markdown(results, systems, info, reps):
     ratios += [f"{s} x floor" for s in peers if "floor" in shown]
     if "cgru" in shown:
         ratios += [f"x {s}" for s in peers]
+    costs = [(v, split_system(v)[0]) for v in variants if split_system(v)[0] in shown]
+    ratios += [f"{v} / {b}" for v, b in costs]
     lines = [f"{info['cpu']}, {info['threads']} thread(s), float32; median (min) of {reps} "
              "repetitions; stream is per step, fit-seed per fit.",
              "`a x floor`: a's time over the GEMM floor's (1.00 = at the floor); "
-             "`x torch`, `x keras`: the peer's time over cgru's (above 1: cgru is faster).",
+             "`x torch`, `x keras`: the peer's time over cgru's (above 1: cgru is faster)"
+             + ("; `a+pair / a`: the activation pair's time over the plain call's (its cost)."
+                if costs else "."),
              "",
              "| " + " | ".join(head + ratios) + " |",
              "|" + "---|" * (len(head) + len(ratios))]
@@ -1064,6 +1119,7 @@ def markdown(results, systems, info, reps):
             row += [fmt_ratio(ratio(med.get(s), med.get("floor"))) for s in peers]
         if "cgru" in shown:
             row += [fmt_ratio(ratio(med.get(s), med.get("cgru"))) for s in peers]
+        row += [fmt_ratio(ratio(med.get(v), med.get(b))) for v, b in costs]
         lines.append("| " + " | ".join(row) + " |")
     mem = [e for e in results if e["mode"] == "train"]
     msys = [s for s in shown if s != "floor"]

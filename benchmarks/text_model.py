@@ -10,10 +10,11 @@ A text model as public Keras scripts write it, Embedding -> Conv1D -> GRU -> Den
         -> GRU(UNITS) -> Dense(1, activation="sigmoid"),  binary crossentropy, Adam
 
 and the same model without its first two layers (GRU -> Dense on the Conv1D's output shape).
-For each system, one training step (forward, backward, optimizer update) is timed on both
-models in alternation; the share of Embedding and Conv1D is 1 - t(GRU -> Dense) / t(full).
-Each system runs in its own worker process with the thread count set before its libraries
-load. Only ratios within one run mean anything on a shared machine.
+Each system runs in its own worker process, with the thread count set before its libraries
+load; the parent asks the workers in turn, in a rotating order, for one training step
+(forward, backward, optimizer update) of one of the two models. The share of Embedding and
+Conv1D is 1 - t(GRU -> Dense) / t(full), from medians. Only ratios within one run mean
+anything on a shared machine.
 """
 import argparse
 import json
@@ -98,34 +99,35 @@ def torch_steps():
     return step_of(Model(True), ids), step_of(Model(False), features)
 
 
-def worker(system, threads, reps):
+def worker(system, threads):
+    """Runs in its own process: builds the two models, warms them up, then times one step of
+    the model the parent names on each line of stdin ("full" or "rnn_only")."""
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(threads)
     if system == "cgru":
         sys.path.insert(0, ROOT)
         import cgru
         cgru.set_num_threads(threads)
-        full, rnn_only = keras_style_steps(cgru)
+        steps = keras_style_steps(cgru)
     elif system == "keras":
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         import tensorflow as tf
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(threads)
         import keras
-        full, rnn_only = keras_style_steps(keras)
+        steps = keras_style_steps(keras)
     else:
         import torch
         torch.set_num_threads(threads)
-        full, rnn_only = torch_steps()
+        steps = torch_steps()
+    steps = dict(zip(("full", "rnn_only"), steps))
     for _ in range(3):
-        full(), rnn_only()
-    times = {"full": [], "rnn_only": []}
-    for _ in range(reps):
-        for name, step in (("full", full), ("rnn_only", rnn_only)):
-            start = time.perf_counter()
-            step()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
+        steps["full"](), steps["rnn_only"]()
+    print("ready", flush=True)
+    for line in sys.stdin:
+        start = time.perf_counter()
+        steps[line.strip()]()
+        print(time.perf_counter() - start, flush=True)
 
 
 def main():
@@ -136,17 +138,33 @@ def main():
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.worker, args.threads, args.reps)))
+        worker(args.worker, args.threads)
         return
-    results = {}
+    workers = {}
     for system in args.systems.split(","):
-        out = subprocess.run([sys.executable, __file__, "--worker", system, "--threads",
-                              str(args.threads), "--reps", str(args.reps)],
-                             capture_output=True, text=True)
-        if out.returncode:
-            print(f"{system}: failed\n{out.stderr[-2000:]}")
+        proc = subprocess.Popen([sys.executable, __file__, "--worker", system, "--threads",
+                                 str(args.threads)], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, text=True)
+        if proc.stdout.readline().strip() != "ready":
+            print(f"{system}: failed to start")
             continue
-        results[system] = json.loads(out.stdout.strip().splitlines()[-1])
+        workers[system] = proc
+    # one step at a time, the systems and models taking turns in a rotating order, so that
+    # a busy moment of a shared machine falls on all of them alike
+    times = {system: {"full": [], "rnn_only": []} for system in workers}
+    order = [(system, model) for system in workers for model in ("full", "rnn_only")]
+    for rep in range(args.reps):
+        for system, model in order[rep % len(order):] + order[:rep % len(order)]:
+            proc = workers[system]
+            proc.stdin.write(model + "\n")
+            proc.stdin.flush()
+            times[system][model].append(float(proc.stdout.readline()))
+            time.sleep(0.1)
+    for proc in workers.values():
+        proc.stdin.close()
+        proc.wait()
+    results = {system: {m: statistics.median(v) for m, v in t.items()}
+               for system, t in times.items()}
     print(f"shape {SHAPE}, {args.threads} threads, median of {args.reps} steps")
     print(f"{'system':8s} {'full step ms':>13s} {'GRU->Dense ms':>14s} "
           f"{'Embedding+Conv1D share':>23s} {'full step vs cgru':>18s}")

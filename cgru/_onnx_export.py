@@ -358,6 +358,14 @@ def _check_recurrent(layer):
     if getattr(layer, "return_state", False):
         raise NotImplementedError(f"Layer '{layer.name}': return_state=True returns several "
                                   "outputs; the ONNX export writes one-output models.")
+    for cell in cells:
+        if (cell.activation, cell.recurrent_activation) != ("tanh", "sigmoid"):
+            raise NotImplementedError(
+                f"Layer '{layer.name}': GRU(activation={cell.activation!r}, "
+                f"recurrent_activation={cell.recurrent_activation!r}) is not exported to "
+                "ONNX (the export writes ONNX's default tanh/sigmoid GRU).")
+    if len({c.reset_after for c in cells}) != 1:
+        raise NotImplementedError(f"Layer '{layer.name}' mixes reset_after values.")
     return cells, direction
 
 

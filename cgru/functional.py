@@ -17,7 +17,7 @@ from cgru._pool import POOL
 from cgru._threads import blas_on_one_thread, blas_threads
 
 __all__ = ["gru_forward", "gru_backward", "GRUGrads", "GRUCache", "GRUCell",
-           "set_num_threads", "get_num_threads"]
+           "set_num_threads", "get_num_threads", "ACTIVATIONS"]
 
 _FLOAT32, _FLOAT64 = np.dtype(np.float32), np.dtype(np.float64)
 _FLOAT_DTYPES = (_FLOAT32, _FLOAT64)
@@ -42,14 +42,25 @@ class GRUCache:
     """
 
     __slots__ = ("x", "w_ih", "w_hh", "weights_t", "gates", "hidden_n", "hs", "lengths",
-                 "reset_after", "plan", "level")
+                 "reset_after", "plan", "level", "hold", "rec_mask", "hd", "input_masks",
+                 "pre", "activations")
 
     def __init__(self, x, w_ih, w_hh, weights_t, gates, hidden_n, hs, lengths, reset_after,
-                 plan, level):
+                 plan, level, hold=False, rec_mask=None, hd=None, input_masks=None, pre=None,
+                 activations=(0, 1)):
         self.x, self.w_ih, self.w_hh, self.weights_t = x, w_ih, w_hh, weights_t
         self.gates, self.hidden_n, self.hs = gates, hidden_n, hs
+        # lengths: None, (B,) lengths or (T, B) step limits (a mask, see _mask_limits)
         self.lengths, self.reset_after = lengths, reset_after
         self.plan, self.level = plan, level     # the forward's plan, reused by backward
+        # hold: masked steps repeated y of the step before; rec_mask (3, B, H) and the
+        # dropped states hd (3, T, B, H) under recurrent dropout, else None
+        self.hold, self.rec_mask, self.hd = hold, rec_mask, hd
+        # input_masks (3, B, I): x is then (3, T, B, I), x * input_masks[g] for gate g
+        self.input_masks = input_masks
+        # the pre-activations that gelu and silu need in backward (None for the others), and
+        # the activation codes (activation, recurrent_activation)
+        self.pre, self.activations = pre, activations
 
     @property
     def dtype(self):
@@ -58,16 +69,44 @@ class GRUCache:
     @property
     def shape(self):
         """(T, B, I, H)."""
-        return self.x.shape + (self.hs.shape[2],)
+        return self.x.shape[-3:] + (self.hs.shape[2],)
 
     @property
     def nbytes(self):
-        return self.gates.nbytes + self.hidden_n.nbytes + self.hs.nbytes
+        return (self.gates.nbytes + self.hidden_n.nbytes + self.hs.nbytes
+                + (0 if self.hd is None else self.hd.nbytes)
+                + (0 if self.input_masks is None else self.x.nbytes)
+                + (0 if self.pre is None else self.pre.nbytes))
 
     def __repr__(self):
         T, B, I, H = self.shape
+        act, rec = (_ACTIVATION_NAMES[code] for code in self.activations)
         return (f"GRUCache(T={T}, B={B}, I={I}, H={H}, dtype={self.dtype}, "
-                f"reset_after={self.reset_after}, nbytes={self.nbytes})")
+                f"reset_after={self.reset_after}, activation={act!r}, "
+                f"recurrent_activation={rec!r}, nbytes={self.nbytes})")
+
+
+# The cell's activations by name (Keras 3's names and definitions; "swish" is silu's other
+# name): what `activation` and `recurrent_activation` take.
+ACTIVATIONS = tuple(_loops.ACTIVATION_CODES)
+_ACTIVATION_NAMES = {code: name for name, code in _loops.ACTIVATION_CODES.items()}
+_DEFAULT_CODES = (_loops.ACTIVATION_CODES["tanh"], _loops.ACTIVATION_CODES["sigmoid"])
+
+
+def _activation_codes(activation, recurrent_activation):
+    """The cell's codes for the two activation names, else ValueError naming the argument."""
+    if activation == "tanh" and recurrent_activation == "sigmoid":
+        return _DEFAULT_CODES
+    codes = []
+    for name, value in (("activation", activation),
+                        ("recurrent_activation", recurrent_activation)):
+        key = "silu" if value == "swish" else value
+        if not isinstance(key, str) or key not in _loops.ACTIVATION_CODES:
+            raise ValueError(f"`{name}` must be the name of an activation the GRU cell "
+                             f"computes, one of {list(ACTIVATIONS) + ['swish']}; got "
+                             f"{value!r}")
+        codes.append(_loops.ACTIVATION_CODES[key])
+    return tuple(codes)
 
 
 def _as_float_array(value, name):
@@ -111,6 +150,37 @@ def _check_lengths(lengths, T, B):
         raise ValueError(f"`lengths` must lie in 0..T = 0..{T}, got values from "
                          f"{array.min()} to {array.max()}")
     return np.ascontiguousarray(array, dtype=np.intp)
+
+
+def _check_mask(mask, T, B):
+    """``mask`` (T, B) of booleans (or integers, nonzero meaning valid) as a boolean array."""
+    if mask is None:
+        return None
+    array = np.asarray(mask)
+    if array.dtype != np.bool_ and not np.issubdtype(array.dtype, np.integer):
+        raise TypeError(f"`mask` must be booleans (T, B), got dtype {array.dtype}")
+    if array.shape != (T, B):
+        raise ValueError(f"`mask` must have shape (T, B) = ({T}, {B}), time-major like x, "
+                         f"got {array.shape}")
+    return array if array.dtype == np.bool_ else array != 0
+
+
+def _mask_limits(mask):
+    """A (T, B) boolean mask as the kernels read it: per-step limits, T where a step is
+    valid and 0 where it is masked (the kernels test t < limit)."""
+    T = mask.shape[0]
+    # C order whatever the mask's (a layer passes the transposed view of its (B, T) mask)
+    return np.where(mask, T, 0).astype(np.intp, order="C")
+
+
+def _check_recurrent_mask(rec_mask, B, H, dtype):
+    """``rec_mask`` (3, B, H) of x's dtype, contiguous, or None."""
+    if rec_mask is None:
+        return None
+    rec_mask = _as_float_array(rec_mask, "recurrent_dropout_mask")
+    _check_shape(rec_mask, "recurrent_dropout_mask", (3, B, H), "(3, B, H)")
+    _check_same_dtype((rec_mask,), ("recurrent_dropout_mask",), "x", dtype)
+    return np.ascontiguousarray(rec_mask)
 
 
 def _check_blas_sizes(T, B, I, H):
@@ -278,16 +348,28 @@ def _check_weights(w_ih, w_hh, b_ih, b_hh, I, dtype, dtype_from):
 
 
 def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, *, reset_after=True, lengths=None,
-                training=True):
+                training=True, mask=None, zero_output_for_mask=False,
+                recurrent_dropout_mask=None, activation="tanh", recurrent_activation="sigmoid"):
     """Runs a GRU over a time-major sequence.
 
     x (T, B, I); h0 (B, H) or None for zeros; w_ih (3H, I), w_hh (3H, H), b_ih (3H,),
     b_hh (3H,) in PyTorch's layout and gate order (r, z, n); lengths None or integers (B,) in
     0..T (steps past a sequence's length keep its h and give zero y). All float arrays share
-    one dtype, float32 or float64.
+    one dtype, float32 or float64. activation (in place of tanh in n) and
+    recurrent_activation (in place of sigmoid in r and z): names of ``ACTIVATIONS``, with
+    Keras 3's definitions.
+
+    mask: None or booleans (T, B), time-major like x, any pattern (instead of lengths), with
+    Keras 3's semantics: a masked step keeps h, and its y repeats y of the step before (0
+    before a row's first valid step, whatever h0 is), or is 0 with zero_output_for_mask=True.
+    h_n is h after a row's last valid step (h0 for a row masked entirely).
+    recurrent_dropout_mask: None or (3, B, H) multipliers for h in each gate's recurrent
+    product, gate order (r, z, n), the same at every step (Keras 3's recurrent dropout: the
+    update z * h + (1 - z) * n reads h itself); gru_backward differentiates through them.
 
     Returns y (T, B, H), h_n (B, H) and a cache for ``gru_backward`` (None unless training).
     """
+    codes = _activation_codes(activation, recurrent_activation)
     x = _as_float_array(x, "x")
     if x.ndim != 3:
         raise ValueError(f"`x` must have rank 3, (T, B, I) time-major, got shape {x.shape}")
@@ -299,6 +381,11 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, *, reset_after=True, lengths=None
         _check_shape(h0, "h0", (B, H), "(B, H)")
         _check_same_dtype((h0,), ("h0",), "x", x.dtype)
     lengths = _check_lengths(lengths, T, B)
+    mask = _check_mask(mask, T, B)
+    if mask is not None and lengths is not None:
+        raise ValueError("pass `lengths` or `mask`, not both (a mask can say what lengths say: "
+                         "mask[t, b] = t < lengths[b])")
+    rec_mask = _check_recurrent_mask(recurrent_dropout_mask, B, H, x.dtype)
     _check_blas_sizes(T, B, I, H)
     plan = _plan(T, B, I, H)
     w_ih, w_hh, weights_t = _kernel_layout(w_ih, w_hh)
@@ -306,9 +393,13 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, *, reset_after=True, lengths=None
     if not weights_t and _copies_transposed_weights(plan, T) and T * B > 0:
         forward_w_ih, forward_w_hh, forward_t = (np.ascontiguousarray(w_ih.T),
                                                  np.ascontiguousarray(w_hh.T), True)
+    if mask is not None:
+        lengths = _mask_limits(mask)
     return _run_forward(x, h0, (forward_w_ih, forward_w_hh, forward_t), (w_ih, w_hh, weights_t),
                         np.ascontiguousarray(b_ih), np.ascontiguousarray(b_hh), lengths,
-                        bool(reset_after), training, plan)
+                        bool(reset_after), training, plan,
+                        hold=mask is not None and not zero_output_for_mask, rec_mask=rec_mask,
+                        codes=codes)
 
 
 def _kernel_layout(w_ih, w_hh):
@@ -324,10 +415,15 @@ def _kernel_layout(w_ih, w_hh):
 
 
 def _run_forward(x, h0, forward_weights, backward_weights, b_ih, b_hh, lengths, reset_after,
-                 training, plan):
+                 training, plan, hold=False, rec_mask=None, input_masks=None,
+                 codes=_DEFAULT_CODES):
     """gru_forward after validation: x (T, B, I) of the weights' dtype (any strides); h0 (B, H)
     or None; forward_weights, backward_weights: (w_ih, w_hh, weights_t) as the kernels read
-    them in forward and in backward; b_ih, b_hh contiguous; lengths None or checked intp."""
+    them in forward and in backward; b_ih, b_hh contiguous; lengths None, checked intp (B,)
+    or (T, B) step limits (_mask_limits); hold: masked steps repeat y (with step limits);
+    rec_mask None or checked (3, B, H) recurrent dropout masks; input_masks None or (3, B, I)
+    input dropout masks, one per gate (gates r, z, n), for the layers; codes: the activation
+    codes (activation, recurrent_activation)."""
     T, B, I = x.shape
     w_ih, w_hh, weights_t = forward_weights
     H = w_hh.shape[0] if weights_t else w_hh.shape[1]
@@ -348,15 +444,28 @@ def _run_forward(x, h0, forward_weights, backward_weights, b_ih, b_hh, lengths, 
     else:
         hs[0] = h0
     level, parts = _level(plan), (1 if _forked_child else plan[1])
+    hd = None
+    # the pre-activations of gelu and silu, kept for backward in training only
+    width = _loops.pre_width(H, *codes) if training and codes != _DEFAULT_CODES else 0
+    pre = new((T, B, width), dtype) if width and not empty else None
     if not empty:
-        x = np.ascontiguousarray(x)
+        if input_masks is None:
+            x = np.ascontiguousarray(x)
+        else:
+            # x[g] = x * input_masks[g] (3, T, B, I): the three gates' inputs, whole sequence
+            x_gates = new((3, T, B, I), dtype)
+            np.multiply(x[None], input_masks[:, None], out=x_gates)
+            x = x_gates
         gates = new((T if training else _inference_chunk(T, B), B, 3 * H), dtype)
         hidden_n = new((slots_n, B, H), dtype)
         gates_h = np.empty((B, 3 * H), dtype)
+        if rec_mask is not None:
+            hd = new((3, slots_n, B, H), dtype)
         with _blas_threads(plan, T, B, I, H):
             _loops.forward(x, w_ih, w_hh, weights_t, b_ih, b_hh,
                            _NO_LENGTHS if lengths is None else lengths, reset_after,
-                           gates, hidden_n, hs, gates_h, y, level, parts)
+                           gates, hidden_n, hs, gates_h, y, level, parts, hold, rec_mask, hd,
+                           pre, *codes)
     else:
         gates = np.empty((T, B, 3 * H), dtype)
         hidden_n = np.empty((slots_n, B, H), dtype)
@@ -364,7 +473,8 @@ def _run_forward(x, h0, forward_weights, backward_weights, b_ih, b_hh, lengths, 
     cache = None
     if training:
         cache = GRUCache(x, *backward_weights, gates, hidden_n, hs, lengths, reset_after,
-                         plan, level)
+                         plan, level, hold, rec_mask, hd,
+                         None if empty else input_masks, pre, codes)
     return y, h_n, cache
 
 
@@ -431,14 +541,38 @@ def _run_backward(dy, dh_n, cache, need_dx):
     dy = _no_rows(B, H, dtype) if dy is None else np.ascontiguousarray(dy)
     d_gates = POOL.empty((T, B, 3 * H), dtype)
     d_aux = POOL.empty((T if cache.reset_after else 1, B, H), dtype)
+    scratch = None
+    if cache.hold or cache.rec_mask is not None:
+        scratch = np.empty((2, B, H), dtype)
+    x_gates = cache.input_masks is not None
     with _blas_threads(cache.plan, T, B, I, H):
         _loops.backward(dy, cache.x, cache.w_ih, cache.w_hh, cache.weights_t, cache.gates,
                         cache.hidden_n, cache.hs,
                         _NO_LENGTHS if cache.lengths is None else cache.lengths,
                         cache.reset_after, dh, d_gates, d_aux,
-                        dx if need_dx else _no_rows(B, I, dtype), dw_ih, dw_hh, db_ih, db_hh,
-                        cache.level, 1 if _forked_child else cache.plan[1])
+                        dx if need_dx and not x_gates else _no_rows(B, I, dtype), dw_ih,
+                        dw_hh, db_ih, db_hh, cache.level, 1 if _forked_child else cache.plan[1],
+                        cache.hold, cache.rec_mask, cache.hd, scratch, cache.pre,
+                        *cache.activations)
+    if need_dx and x_gates:
+        _gate_input_gradient(cache, d_gates, d_aux, dx)
     return dx, dh[T % 2].copy(), dw_ih, dw_hh, db_ih, db_hh
+
+
+def _gate_input_gradient(cache, d_gates, d_aux, dx):
+    """dx (T, B, I) := sum over gates g of (D[:, :, g] @ W_ig) * input_masks[g], the forward
+    having read x * input_masks[g] in gate g's input product; D's n block is d_aux with
+    reset_after. Whole-sequence products (BLAS through NumPy), after the time loop."""
+    H = cache.hs.shape[2]
+    w_ih = cache.w_ih.T if cache.weights_t else cache.w_ih          # (3H, I) either way
+    for g in range(3):
+        d = d_aux if g == 2 and cache.reset_after else d_gates[:, :, g * H:(g + 1) * H]
+        part = np.matmul(d, w_ih[g * H:(g + 1) * H])
+        part *= cache.input_masks[g]
+        if g == 0:
+            dx[...] = part
+        else:
+            dx += part
 
 
 def _no_rows(B, K, dtype):
@@ -449,9 +583,10 @@ def _no_rows(B, K, dtype):
 class GRUCell(_step.StepKernel):
     """One GRU step at a time, with the weights prepared once: online inference.
 
-    ``cell = GRUCell(w_ih, w_hh, b_ih, b_hh, reset_after=True)`` takes the weights of
-    ``gru_forward`` (PyTorch's layout; they are copied, so later changes to the arrays do not
-    affect the cell). ``h_next = cell(x, h)`` runs one step, as ``torch.nn.GRUCell`` does:
+    ``cell = GRUCell(w_ih, w_hh, b_ih, b_hh, reset_after=True, activation="tanh",
+    recurrent_activation="sigmoid")`` takes the weights and options of ``gru_forward``
+    (PyTorch's layout; the weights are copied, so later changes to the arrays do not affect
+    the cell). ``h_next = cell(x, h)`` runs one step, as ``torch.nn.GRUCell`` does:
     x (B, I), h (B, H) or None for zeros, h_next (B, H) a new array; all of the weights'
     dtype. Inference only (no cache); calls may run from several threads at once.
     ``cell(x_t, h)`` equals ``gru_forward(x_t[None], h, ...)[1]``.
@@ -462,7 +597,9 @@ class GRUCell(_step.StepKernel):
     ``gru_forward`` reads them without a copy: so that both give the same bits.
     """
 
-    def __init__(self, w_ih, w_hh, b_ih, b_hh, *, reset_after=True):
+    def __init__(self, w_ih, w_hh, b_ih, b_hh, *, reset_after=True, activation="tanh",
+                 recurrent_activation="sigmoid"):
+        codes = _activation_codes(activation, recurrent_activation)
         w_ih = _as_float_array(w_ih, "w_ih")
         if w_ih.ndim != 2:
             raise ValueError(f"`w_ih` must have shape (3H, I), got {w_ih.shape}")
@@ -471,15 +608,26 @@ class GRUCell(_step.StepKernel):
         _check_blas_sizes(1, 1, w_ih.shape[1], w_hh.shape[1])
         super().__init__(np.array(w_ih, order="C"), np.array(w_hh, order="C"),
                          np.array(b_ih, order="C"), np.array(b_hh, order="C"),
-                         bool(reset_after))
+                         bool(reset_after), *codes)
 
     @property
     def dtype(self):
         return self.w_ih.dtype
 
+    @property
+    def activation(self):
+        return _ACTIVATION_NAMES[self.activation_code]
+
+    @property
+    def recurrent_activation(self):
+        return _ACTIVATION_NAMES[self.recurrent_activation_code]
+
     def __repr__(self):
+        extra = ("" if (self.activation_code, self.recurrent_activation_code) == _DEFAULT_CODES
+                 else f", activation={self.activation!r}, "
+                      f"recurrent_activation={self.recurrent_activation!r}")
         return (f"GRUCell(input_size={self.input_size}, hidden_size={self.hidden_size}, "
-                f"dtype={self.dtype}, reset_after={self.reset_after})")
+                f"dtype={self.dtype}, reset_after={self.reset_after}{extra})")
 
     def _prepare(self, x, h):
         """x and h checked and made C-contiguous arrays of the cell's dtype, else an error."""
@@ -508,14 +656,24 @@ class GRUCell(_step.StepKernel):
 # _layer_backward returns (dx or None when not need_dx, dh0, d_kernel, d_recurrent_kernel,
 # db_ih, db_hh), the weight gradients in the layout of the weights.
 # ---------------------------------------------------------------------------------------------
-def _layer_forward(x, h0, kernel, recurrent_kernel, b_ih, b_hh, reset_after, training):
+def _layer_forward(x, h0, kernel, recurrent_kernel, b_ih, b_hh, reset_after, training,
+                  mask=None, zero_output_for_mask=False, rec_mask=None, input_masks=None,
+                  activation="tanh", recurrent_activation="sigmoid"):
     """gru_forward for a layer: weights taken as they are (no checks, copies or transposes);
-    x (T, B, I) made contiguous once. The plan is made here once and kept in the cache."""
+    x (T, B, I) made contiguous once. The plan is made here once and kept in the cache.
+    mask: None or booleans (T, B) (time-major); rec_mask: None or (3, B, H) contiguous of
+    x's dtype, gate order (r, z, n); both as gru_forward's. input_masks: None or (3, B, I),
+    an input dropout mask per gate (r, z, n), as Keras 3's GRUCell with recurrent_dropout
+    draws them."""
     T, B, I = x.shape
     H = recurrent_kernel.shape[0]
     weights = (kernel, recurrent_kernel, True)
-    return _run_forward(x, h0, weights, weights, b_ih, b_hh, None, bool(reset_after), training,
-                        _plan(T, B, I, H))
+    limits = None if mask is None else _mask_limits(mask)
+    return _run_forward(x, h0, weights, weights, b_ih, b_hh, limits, bool(reset_after),
+                        training, _plan(T, B, I, H),
+                        hold=mask is not None and not zero_output_for_mask, rec_mask=rec_mask,
+                        input_masks=input_masks,
+                        codes=_activation_codes(activation, recurrent_activation))
 
 
 def _layer_backward(dy, dh_n, cache, need_dx=True):

@@ -205,7 +205,8 @@ def to_torch(layer_or_model):
 
     The module is in eval mode, in the layers' dtype. Raises ``NotImplementedError`` for what
     torch's modules cannot express: ``reset_after=False``, ``go_backwards=True`` on a lone
-    GRU, merge modes other than "concat", input dropout (``GRU(dropout>0)``).
+    GRU, merge modes other than "concat", input dropout (``GRU(dropout>0)``), recurrent
+    dropout (``GRU(recurrent_dropout>0)``).
     """
     torch = _import_torch()
     if isinstance(layer_or_model, Sequential):
@@ -252,6 +253,11 @@ def _recurrent_kind(layer):
                 "(flip the input along time instead: x.flip(1)).")
         cells = (layer,)
     for cell in cells:
+        if (cell.activation, cell.recurrent_activation) != ("tanh", "sigmoid"):
+            raise NotImplementedError(
+                f"Layer '{layer.name}': GRU(activation={cell.activation!r}, "
+                f"recurrent_activation={cell.recurrent_activation!r}) has no torch.nn.GRU "
+                "equivalent; torch's cell is tanh/sigmoid only.")
         if not cell.reset_after:
             raise NotImplementedError(
                 f"Layer '{layer.name}': reset_after=False (the reset gate applied before the "
@@ -262,6 +268,12 @@ def _recurrent_kind(layer):
                 f"Layer '{layer.name}': GRU(dropout={cell.dropout}) drops input units with "
                 "one mask for all time steps; torch.nn.GRU has no input dropout. Rebuild the "
                 "layer with dropout=0.0 (inference is unaffected) to convert it.")
+        if cell.recurrent_dropout:
+            raise NotImplementedError(
+                f"Layer '{layer.name}': GRU(recurrent_dropout={cell.recurrent_dropout}) drops "
+                "state units in the recurrent products; torch.nn.GRU has no recurrent "
+                "dropout. Rebuild the layer with recurrent_dropout=0.0 (inference is "
+                "unaffected) to convert it.")
     features = cells[0].get_weights()[0].shape[0]  # kernel (I, 3H)
     return cells[0].units, isinstance(layer, Bidirectional), int(features)
 
@@ -303,6 +315,9 @@ def _dense_to_torch(dense):
         return linear
     if dense.activation == "softmax":
         return torch.nn.Sequential(linear, torch.nn.Softmax(dim=-1))
+    if dense.activation not in _TORCH_ACTIVATIONS:
+        raise NotImplementedError(f"Layer '{dense.name}': activation={dense.activation!r} is "
+                                  "not converted to torch (sigmoid, tanh, relu, softmax are).")
     return torch.nn.Sequential(linear, getattr(torch.nn, _TORCH_ACTIVATIONS[dense.activation])())
 
 

@@ -231,24 +231,15 @@ def _penalty_entries(layer, weights):
 
 def _gru_from_keras(spec, config, input_shape, where):
     _require(config, where, {"activation": "tanh", "recurrent_activation": "sigmoid",
-                             "stateful": False, "recurrent_dropout": 0.0,
-                             "return_state": False})
+                             "stateful": False, "return_state": False})
     seed = config.get("seed")
-    kwargs = {}
-    if config.get("zero_output_for_mask"):
-        # masked steps' outputs zero instead of repeated: passed on to a GRU that has it
-        kwargs["zero_output_for_mask"] = True
+    kwargs = {"recurrent_dropout": float(config.get("recurrent_dropout", 0.0)),
+              "zero_output_for_mask": bool(config.get("zero_output_for_mask", False))}
     for key, default in (("kernel_initializer", "glorot_uniform"),
                          ("recurrent_initializer", "orthogonal"),
                          ("bias_initializer", "zeros")):
         kwargs[key] = _initializer_from_keras(config.get(key)) or default
-    try:
-        return _gru_of(config, input_shape, where, seed, kwargs)
-    except TypeError as e:
-        if "zero_output_for_mask" not in str(e):
-            raise
-        raise NotImplementedError(f"{where}: zero_output_for_mask=True is not supported by "
-                                  f"cgru's GRU ({e}).") from None
+    return _gru_of(config, input_shape, where, seed, kwargs)
 
 
 def _gru_of(config, input_shape, where, seed, kwargs):
@@ -276,14 +267,14 @@ def _gru_to_keras(spec, layer):
     return {"name": layer.name, "trainable": layer.trainable, "dtype": layer.dtype.name,
             "return_sequences": layer.return_sequences, "return_state": False,
             "go_backwards": layer.go_backwards, "stateful": False, "unroll": False,
-            "zero_output_for_mask": bool(getattr(layer, "zero_output_for_mask", False)),
-            "units": layer.units, "activation": "tanh",
-            "recurrent_activation": "sigmoid", "use_bias": layer.use_bias,
+            "zero_output_for_mask": layer.zero_output_for_mask,
+            "units": layer.units, "activation": layer.activation,
+            "recurrent_activation": layer.recurrent_activation, "use_bias": layer.use_bias,
             **_penalty_entries(layer, ("kernel", "recurrent", "bias")),
             "kernel_initializer": config["kernel_initializer"],
             "recurrent_initializer": config["recurrent_initializer"],
             "bias_initializer": config["bias_initializer"],
-            "dropout": layer.dropout, "recurrent_dropout": 0.0,
+            "dropout": layer.dropout, "recurrent_dropout": layer.recurrent_dropout,
             "reset_after": layer.reset_after, "seed": layer.seed}
 
 

@@ -201,6 +201,7 @@ def test_round_trip_torch_cgru_torch():
     (GRU(3, reset_after=False, input_shape=(None, 2)), "reset_after=False"),
     (GRU(3, go_backwards=True, input_shape=(None, 2)), "go_backwards=True"),
     (GRU(3, dropout=0.1, input_shape=(None, 2)), r"dropout=0.1"),
+    (GRU(3, recurrent_dropout=0.2, input_shape=(None, 2)), r"recurrent_dropout=0.2"),
     (Bidirectional(GRU(3), merge_mode="sum", input_shape=(None, 2)), "merge_mode='sum'"),
     (GRU(3), "not built"),
 ])

@@ -244,7 +244,6 @@ def test_weights_file_of_another_architecture_is_refused(tmp_path):
 # ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("layers, match", [
     (lambda L: [L.LSTM(3)], r"'LSTM' has no cgru equivalent"),
-    (lambda L: [L.GRU(3, recurrent_dropout=0.1)], "recurrent_dropout=0.1"),
     (lambda L: [L.GRU(3, activation="relu")], "activation='relu'"),
     (lambda L: [L.GRU(3), L.Dense(2, activation="gelu")], "activation='gelu'"),
     (lambda L: [L.Bidirectional(L.LSTM(3))], "LSTM"),

@@ -48,4 +48,50 @@ static inline float cgru_tanhf(float v)
 static inline double cgru_sigmoid(double v) { return 1.0 / (1.0 + exp(-v)); }
 
 static inline double cgru_tanh(double v) { return tanh(v); }
+
+/* The activations the cell computes for `activation` (the candidate n) and
+ * `recurrent_activation` (the gates r, z), by code: Keras 3's names, with its definitions.
+ * The codes are the cell's interface (cgru.functional maps names to them). */
+enum {
+    CGRU_ACT_TANH = 0,
+    CGRU_ACT_SIGMOID = 1,
+    CGRU_ACT_HARD_SIGMOID = 2,      /* relu6(x + 3) / 6 */
+    CGRU_ACT_RELU = 3,
+    CGRU_ACT_LINEAR = 4,
+    CGRU_ACT_SOFTSIGN = 5,          /* x / (1 + |x|) */
+    CGRU_ACT_ELU = 6,               /* x > 0 ? x : exp(x) - 1 */
+    CGRU_ACT_SELU = 7,              /* scale (x > 0 ? x : alpha (exp(x) - 1)) */
+    CGRU_ACT_GELU = 8,              /* x Phi(x), the exact form (erf), Keras's default */
+    CGRU_ACT_SILU = 9,              /* x sigmoid(x) ("swish") */
+    CGRU_ACT_COUNT = 10
+};
+/* Does the backward need the activation's input (it cannot be recovered from the output)? */
+#define CGRU_ACT_KEEPS_INPUT(code) ((code) == CGRU_ACT_GELU || (code) == CGRU_ACT_SILU)
+/* Numbers per batch row that training keeps of the pre-activations: r and z's (2H) when the
+ * recurrent activation needs them, then n's (H) when the activation does. */
+#define CGRU_PRE_WIDTH(H, act, rec) \
+    ((CGRU_ACT_KEEPS_INPUT(rec) ? 2 * (H) : 0) + (CGRU_ACT_KEEPS_INPUT(act) ? (H) : 0))
+
+/* gelu(x) = x Phi(x) = x erfc(-c x) / 2 with c = 1 / sqrt(2) as TensorFlow computes it: rounded
+ * to float32 in float64 too (tf.nn.gelu casts the Python float through float32), which moves
+ * float64 results by up to 5e-9; Keras 3's numbers are these. */
+#define CGRU_GELU_C ((double)0.70710678118654752440f)
+#define CGRU_SELU_ALPHA 1.6732632423543772848170429916717
+#define CGRU_SELU_SCALE 1.0507009873554804934193349852946
+
+/* erfc for float32 as plain arithmetic (vectorizable, like cgru_expf): Abramowitz and Stegun
+ * 7.1.26, erfc(a) = t (a1 + t (a2 + ... + t a5)) exp(-a^2) for a >= 0, t = 1 / (1 + p a), and
+ * erfc(-a) = 2 - erfc(a); absolute error within 1.5e-7 in exact arithmetic (gelu tested
+ * against SciPy in tests/test_gru_activations.py). float64 uses libm's erfc. */
+static inline float cgru_erfcf(float y)
+{
+    const float a = fabsf(y), t = 1.0f / (1.0f + 0.3275911f * a);
+    float p = 1.061405429f;
+    p = p * t - 1.453152027f;
+    p = p * t + 1.421413741f;
+    p = p * t - 0.284496736f;
+    p = p * t + 0.254829592f;
+    p = p * t * cgru_expf(-a * a);
+    return y < 0 ? 2.0f - p : p;
+}
 #endif

@@ -19,9 +19,142 @@
  *        hn := gh_n + b_hn                       where gh_n = W_hn (r * h), rh := r * h
  *   h' = (1 - z) * n + z * h
  * gx = W_i x (the input projection), gh = W_h h (the recurrent product), both without bias.
+ *
+ * Activations: `act` replaces tanh and `rec` sigmoid above (codes in _cell_math.h). The default
+ * pair (tanh, sigmoid) runs the fused loops as they were; any other pair runs the same lines in
+ * passes over a row (the sums, then one activation loop per block, each vectorized with its
+ * switch outside the loop). Backward takes each derivative from the stored output (r, z, n),
+ * except for gelu and silu, whose input training keeps in `pre` (B, P), P = CGRU_PRE_WIDTH:
+ * r and z's pre-activations (2H, when rec keeps its input), then n's (H, when act does);
+ * `pre` is NULL in inference and when neither does.
  */
 
 #define CELL_VALID(b) (lengths == NULL || t < lengths[b])
+
+/* v[:count] := f(v[:count]) for the activation `code`; keep[:count] (unless NULL) gets the
+ * values before, the input that gelu's and silu's derivatives need. */
+CGRU_ALWAYS_INLINE void CGRU_NAME(activate)(int code, Py_ssize_t count, real *restrict v,
+                                            real *restrict keep)
+{
+    Py_ssize_t j;
+    if (keep != NULL)
+        for (j = 0; j < count; j++)
+            keep[j] = v[j];
+    switch (code) {
+    case CGRU_ACT_TANH:
+        for (j = 0; j < count; j++)
+            v[j] = CGRU_TANH(v[j]);
+        break;
+    case CGRU_ACT_SIGMOID:
+        for (j = 0; j < count; j++)
+            v[j] = CGRU_SIGMOID(v[j]);
+        break;
+    case CGRU_ACT_HARD_SIGMOID:             /* relu6(x + 3) / 6; NaN stays NaN */
+        for (j = 0; j < count; j++) {
+            real a = v[j] + 3;
+            a = a < 0 ? 0 : a;
+            a = a > 6 ? 6 : a;
+            v[j] = a / 6;
+        }
+        break;
+    case CGRU_ACT_RELU:
+        for (j = 0; j < count; j++)
+            v[j] = v[j] < 0 ? 0 : v[j];
+        break;
+    case CGRU_ACT_SOFTSIGN:
+        for (j = 0; j < count; j++)
+            v[j] = v[j] / (1 + CGRU_FABS(v[j]));
+        break;
+    case CGRU_ACT_ELU:
+        for (j = 0; j < count; j++)
+            v[j] = v[j] > 0 ? v[j] : CGRU_EXPM1(v[j]);
+        break;
+    case CGRU_ACT_SELU:
+        for (j = 0; j < count; j++)
+            v[j] = (real)CGRU_SELU_SCALE * (v[j] > 0 ? v[j]
+                                            : (real)CGRU_SELU_ALPHA * CGRU_EXPM1(v[j]));
+        break;
+    case CGRU_ACT_GELU:                     /* x erfc(-c x) / 2, c = CGRU_GELU_C */
+        for (j = 0; j < count; j++)
+            v[j] = (real)0.5 * v[j] * CGRU_ERFC(-v[j] * (real)CGRU_GELU_C);
+        break;
+    case CGRU_ACT_SILU:
+        for (j = 0; j < count; j++)
+            v[j] = v[j] * CGRU_SIGMOID(v[j]);
+        break;
+    default:                                /* CGRU_ACT_LINEAR */
+        break;
+    }
+}
+
+/* d[:count] := f'(x) for the activation `code`, from its output out = f(x), or from its input
+ * x = in (gelu, silu: the values `activate` kept). The derivatives of elu and selu at x <= 0
+ * are written in their outputs, as TensorFlow's are. */
+CGRU_ALWAYS_INLINE void CGRU_NAME(derivative)(int code, Py_ssize_t count,
+                                              const real *restrict out,
+                                              const real *restrict in, real *restrict d)
+{
+    Py_ssize_t j;
+    switch (code) {
+    case CGRU_ACT_TANH:
+        for (j = 0; j < count; j++)
+            d[j] = 1 - out[j] * out[j];
+        break;
+    case CGRU_ACT_SIGMOID:
+        for (j = 0; j < count; j++)
+            d[j] = out[j] * (1 - out[j]);
+        break;
+    case CGRU_ACT_HARD_SIGMOID:             /* 1/6 where 0 < x + 3 < 6, i.e. 0 < out < 1 */
+        for (j = 0; j < count; j++)
+            d[j] = out[j] > 0 && out[j] < 1 ? (real)(1.0 / 6.0) : 0;
+        break;
+    case CGRU_ACT_RELU:
+        for (j = 0; j < count; j++)
+            d[j] = out[j] > 0 ? 1 : 0;
+        break;
+    case CGRU_ACT_SOFTSIGN:                 /* 1 / (1 + |x|)^2 = (1 - |out|)^2 */
+        for (j = 0; j < count; j++) {
+            const real a = 1 - CGRU_FABS(out[j]);
+            d[j] = a * a;
+        }
+        break;
+    case CGRU_ACT_ELU:                      /* exp(x) = out + 1 where x < 0 */
+        for (j = 0; j < count; j++)
+            d[j] = out[j] < 0 ? out[j] + 1 : 1;
+        break;
+    case CGRU_ACT_SELU:                     /* scale alpha exp(x) = out + scale alpha */
+        for (j = 0; j < count; j++)
+            d[j] = out[j] < 0 ? out[j] + (real)(CGRU_SELU_SCALE * CGRU_SELU_ALPHA)
+                              : (real)CGRU_SELU_SCALE;
+        break;
+    case CGRU_ACT_GELU:                     /* erfc(-u) / 2 + x c exp(-u^2) / sqrt(pi), u = c x */
+        for (j = 0; j < count; j++) {
+            const real x = in[j], u = x * (real)CGRU_GELU_C;
+            d[j] = (real)0.5 * CGRU_ERFC(-u)
+                   + x * (real)(CGRU_GELU_C * 0.56418958354775628695) * CGRU_EXP(-u * u);
+        }
+        break;
+    case CGRU_ACT_SILU:                     /* s (1 + x (1 - s)), s = sigmoid(x) */
+        for (j = 0; j < count; j++) {
+            const real sx = CGRU_SIGMOID(in[j]);
+            d[j] = sx * (1 + in[j] * (1 - sx));
+        }
+        break;
+    default:                                /* CGRU_ACT_LINEAR */
+        for (j = 0; j < count; j++)
+            d[j] = 1;
+        break;
+    }
+}
+
+/* The default pair, which the fused loops compute. */
+#define CELL_DEFAULT(act, rec) ((act) == CGRU_ACT_TANH && (rec) == CGRU_ACT_SIGMOID)
+/* Row b's kept pre-activations of r, z (2H) and of n (H), or NULL. */
+#define CELL_PRE_RZ(pre, b) ((pre) != NULL && CGRU_ACT_KEEPS_INPUT(rec) \
+                             ? (pre) + (b) * CGRU_PRE_WIDTH(H, act, rec) : NULL)
+#define CELL_PRE_N(pre, b) ((pre) != NULL && CGRU_ACT_KEEPS_INPUT(act) \
+                            ? (pre) + (b) * CGRU_PRE_WIDTH(H, act, rec) \
+                              + (CGRU_ACT_KEEPS_INPUT(rec) ? 2 * H : 0) : NULL)
 
 /* One row's new state, shared by both forward cells: h' = (1 - z) n + z h and y = h' on a
  * valid step; h' = h and y = 0 past the row's length. Inlined into each caller's clone. */
@@ -49,7 +182,7 @@ CGRU_TARGETS static void CGRU_NAME(cell_forward_reset_after)(
     Py_ssize_t B, Py_ssize_t H, real *restrict gates, const real *restrict gates_h,
     const real *restrict b_ih, const real *restrict b_hh, const real *restrict h_prev,
     real *restrict hidden_n, real *restrict h_next, real *restrict y,
-    const Py_ssize_t *lengths, Py_ssize_t t)
+    const Py_ssize_t *lengths, Py_ssize_t t, int act, int rec, real *restrict pre)
 {
     const Py_ssize_t G = 3 * H;
     for (Py_ssize_t b = 0; b < B; b++) {
@@ -58,11 +191,22 @@ CGRU_TARGETS static void CGRU_NAME(cell_forward_reset_after)(
         real *restrict hn = hidden_n + b * H;
         const real *restrict hp = h_prev + b * H;
         real *restrict hx = h_next + b * H, *restrict yb = y + b * H;
-        for (Py_ssize_t j = 0; j < H; j++) {
-            r[j] = CGRU_SIGMOID(r[j] + b_ih[j] + gh[j] + b_hh[j]);
-            z[j] = CGRU_SIGMOID(z[j] + b_ih[H + j] + gh[H + j] + b_hh[H + j]);
-            hn[j] = gh[2 * H + j] + b_hh[2 * H + j];
-            n[j] = CGRU_TANH(n[j] + b_ih[2 * H + j] + r[j] * hn[j]);
+        if (CELL_DEFAULT(act, rec)) {
+            for (Py_ssize_t j = 0; j < H; j++) {
+                r[j] = CGRU_SIGMOID(r[j] + b_ih[j] + gh[j] + b_hh[j]);
+                z[j] = CGRU_SIGMOID(z[j] + b_ih[H + j] + gh[H + j] + b_hh[H + j]);
+                hn[j] = gh[2 * H + j] + b_hh[2 * H + j];
+                n[j] = CGRU_TANH(n[j] + b_ih[2 * H + j] + r[j] * hn[j]);
+            }
+        } else {
+            for (Py_ssize_t j = 0; j < 2 * H; j++)      /* r and z, side by side */
+                r[j] = r[j] + b_ih[j] + gh[j] + b_hh[j];
+            CGRU_NAME(activate)(rec, 2 * H, r, CELL_PRE_RZ(pre, b));
+            for (Py_ssize_t j = 0; j < H; j++) {
+                hn[j] = gh[2 * H + j] + b_hh[2 * H + j];
+                n[j] = n[j] + b_ih[2 * H + j] + r[j] * hn[j];
+            }
+            CGRU_NAME(activate)(act, H, n, CELL_PRE_N(pre, b));
         }
         CGRU_NAME(new_state)(H, z, n, hp, hx, yb, CELL_VALID(b));
     }
@@ -77,7 +221,7 @@ CGRU_TARGETS static void CGRU_NAME(cell_backward_reset_after)(
     Py_ssize_t B, Py_ssize_t H, real *restrict d_gates_h, real *restrict d_gates_x_n,
     real *restrict dh_prev, const real *restrict dh, const real *restrict gates,
     const real *restrict hidden_n, const real *restrict h_prev,
-    const Py_ssize_t *lengths, Py_ssize_t t)
+    const Py_ssize_t *lengths, Py_ssize_t t, int act, int rec, const real *restrict pre)
 {
     const Py_ssize_t G = 3 * H;
     for (Py_ssize_t b = 0; b < B; b++) {
@@ -93,12 +237,28 @@ CGRU_TARGETS static void CGRU_NAME(cell_backward_reset_after)(
             }
             continue;
         }
+        if (CELL_DEFAULT(act, rec)) {
+            for (Py_ssize_t j = 0; j < H; j++) {
+                /* h' = (1 - z) n + z h;  n = tanh(gx_n + b_in + r hn) */
+                const real dn_pre = d_out[j] * (1 - z[j]) * (1 - n[j] * n[j]);
+                dhp[j] = d_out[j] * z[j];
+                dr[j] = dn_pre * hn[j] * r[j] * (1 - r[j]);
+                dz[j] = d_out[j] * (hp[j] - n[j]) * z[j] * (1 - z[j]);
+                dhn[j] = dn_pre * r[j];
+                dxn[j] = dn_pre;
+            }
+            continue;
+        }
+        /* the derivatives first, into the gradients' own places: rec'(.) of r, z into dr, dz
+         * (side by side), act'(.) of n into dxn */
+        CGRU_NAME(derivative)(rec, 2 * H, r, CELL_PRE_RZ(pre, b), dr);
+        CGRU_NAME(derivative)(act, H, n, CELL_PRE_N(pre, b), dxn);
         for (Py_ssize_t j = 0; j < H; j++) {
-            /* h' = (1 - z) n + z h;  n = tanh(gx_n + b_in + r hn) */
-            const real dn_pre = d_out[j] * (1 - z[j]) * (1 - n[j] * n[j]);
+            /* h' = (1 - z) n + z h;  n = act(gx_n + b_in + r hn);  r, z = rec(...) */
+            const real dn_pre = d_out[j] * (1 - z[j]) * dxn[j];
             dhp[j] = d_out[j] * z[j];
-            dr[j] = dn_pre * hn[j] * r[j] * (1 - r[j]);
-            dz[j] = d_out[j] * (hp[j] - n[j]) * z[j] * (1 - z[j]);
+            dr[j] = dn_pre * hn[j] * dr[j];
+            dz[j] = d_out[j] * (hp[j] - n[j]) * dz[j];
             dhn[j] = dn_pre * r[j];
             dxn[j] = dn_pre;
         }
@@ -110,15 +270,21 @@ CGRU_TARGETS static void CGRU_NAME(cell_backward_reset_after)(
 CGRU_TARGETS static void CGRU_NAME(cell_forward_rz)(
     Py_ssize_t B, Py_ssize_t H, real *restrict gates, const real *restrict gates_h,
     const real *restrict b_ih, const real *restrict b_hh, const real *restrict h_prev,
-    real *restrict hidden_n)
+    real *restrict hidden_n, int act, int rec, real *restrict pre)
 {
     const Py_ssize_t G = 3 * H;
     for (Py_ssize_t b = 0; b < B; b++) {
         real *restrict rz = gates + b * G;
         const real *restrict gh = gates_h + b * G, *restrict hp = h_prev + b * H;
         real *restrict rh = hidden_n + b * H;
-        for (Py_ssize_t j = 0; j < 2 * H; j++)
-            rz[j] = CGRU_SIGMOID(rz[j] + b_ih[j] + gh[j] + b_hh[j]);
+        if (CELL_DEFAULT(act, rec)) {
+            for (Py_ssize_t j = 0; j < 2 * H; j++)
+                rz[j] = CGRU_SIGMOID(rz[j] + b_ih[j] + gh[j] + b_hh[j]);
+        } else {
+            for (Py_ssize_t j = 0; j < 2 * H; j++)
+                rz[j] = rz[j] + b_ih[j] + gh[j] + b_hh[j];
+            CGRU_NAME(activate)(rec, 2 * H, rz, CELL_PRE_RZ(pre, b));
+        }
         for (Py_ssize_t j = 0; j < H; j++)
             rh[j] = rz[j] * hp[j];
     }
@@ -129,7 +295,8 @@ CGRU_TARGETS static void CGRU_NAME(cell_forward_rz)(
 CGRU_TARGETS static void CGRU_NAME(cell_forward_n)(
     Py_ssize_t B, Py_ssize_t H, real *restrict gates, const real *restrict gates_h,
     const real *restrict b_ih, const real *restrict b_hh, const real *restrict h_prev,
-    real *restrict h_next, real *restrict y, const Py_ssize_t *lengths, Py_ssize_t t)
+    real *restrict h_next, real *restrict y, const Py_ssize_t *lengths, Py_ssize_t t,
+    int act, int rec, real *restrict pre)
 {
     const Py_ssize_t G = 3 * H;
     for (Py_ssize_t b = 0; b < B; b++) {
@@ -137,8 +304,14 @@ CGRU_TARGETS static void CGRU_NAME(cell_forward_n)(
         real *restrict n = gates + b * G + 2 * H;
         const real *restrict gh_n = gates_h + b * G + 2 * H, *restrict hp = h_prev + b * H;
         real *restrict hx = h_next + b * H, *restrict yb = y + b * H;
-        for (Py_ssize_t j = 0; j < H; j++)
-            n[j] = CGRU_TANH(n[j] + b_ih[2 * H + j] + gh_n[j] + b_hh[2 * H + j]);
+        if (CELL_DEFAULT(act, rec)) {
+            for (Py_ssize_t j = 0; j < H; j++)
+                n[j] = CGRU_TANH(n[j] + b_ih[2 * H + j] + gh_n[j] + b_hh[2 * H + j]);
+        } else {
+            for (Py_ssize_t j = 0; j < H; j++)
+                n[j] = n[j] + b_ih[2 * H + j] + gh_n[j] + b_hh[2 * H + j];
+            CGRU_NAME(activate)(act, H, n, CELL_PRE_N(pre, b));
+        }
         CGRU_NAME(new_state)(H, z, n, hp, hx, yb, CELL_VALID(b));
     }
 }
@@ -148,7 +321,7 @@ CGRU_TARGETS static void CGRU_NAME(cell_forward_n)(
 CGRU_TARGETS static void CGRU_NAME(cell_backward_zn)(
     Py_ssize_t B, Py_ssize_t H, real *restrict d_gates, real *restrict dh_prev,
     const real *restrict dh, const real *restrict gates, const real *restrict h_prev,
-    const Py_ssize_t *lengths, Py_ssize_t t)
+    const Py_ssize_t *lengths, Py_ssize_t t, int act, int rec, const real *restrict pre)
 {
     const Py_ssize_t G = 3 * H;
     for (Py_ssize_t b = 0; b < B; b++) {
@@ -156,6 +329,7 @@ CGRU_TARGETS static void CGRU_NAME(cell_backward_zn)(
         real *restrict dz = d_gates + b * G + H, *restrict dn = d_gates + b * G + 2 * H;
         real *restrict dhp = dh_prev + b * H;
         const real *restrict d_out = dh + b * H, *restrict hp = h_prev + b * H;
+        const real *restrict pre_rz = CELL_PRE_RZ(pre, b);
         if (!CELL_VALID(b)) {
             for (Py_ssize_t j = 0; j < H; j++) {
                 dhp[j] = d_out[j];
@@ -163,11 +337,22 @@ CGRU_TARGETS static void CGRU_NAME(cell_backward_zn)(
             }
             continue;
         }
+        if (CELL_DEFAULT(act, rec)) {
+            for (Py_ssize_t j = 0; j < H; j++) {
+                /* h' = (1 - z) n + z h;  n = tanh(gx_n + b_in + W_hn (r h) + b_hn) */
+                dhp[j] = d_out[j] * z[j];
+                dz[j] = d_out[j] * (hp[j] - n[j]) * z[j] * (1 - z[j]);
+                dn[j] = d_out[j] * (1 - z[j]) * (1 - n[j] * n[j]);
+            }
+            continue;
+        }
+        /* rec'(.) of z into dz, act'(.) of n into dn, then as above with act and rec */
+        CGRU_NAME(derivative)(rec, H, z, pre_rz == NULL ? NULL : pre_rz + H, dz);
+        CGRU_NAME(derivative)(act, H, n, CELL_PRE_N(pre, b), dn);
         for (Py_ssize_t j = 0; j < H; j++) {
-            /* h' = (1 - z) n + z h;  n = tanh(gx_n + b_in + W_hn (r h) + b_hn) */
             dhp[j] = d_out[j] * z[j];
-            dz[j] = d_out[j] * (hp[j] - n[j]) * z[j] * (1 - z[j]);
-            dn[j] = d_out[j] * (1 - z[j]) * (1 - n[j] * n[j]);
+            dz[j] = d_out[j] * (hp[j] - n[j]) * dz[j];
+            dn[j] = d_out[j] * (1 - z[j]) * dn[j];
         }
     }
 }
@@ -177,7 +362,7 @@ CGRU_TARGETS static void CGRU_NAME(cell_backward_zn)(
 CGRU_TARGETS static void CGRU_NAME(cell_backward_r)(
     Py_ssize_t B, Py_ssize_t H, real *restrict d_gates, real *restrict dh_prev,
     const real *restrict d_rh, const real *restrict gates, const real *restrict h_prev,
-    const Py_ssize_t *lengths, Py_ssize_t t)
+    const Py_ssize_t *lengths, Py_ssize_t t, int act, int rec, const real *restrict pre)
 {
     const Py_ssize_t G = 3 * H;
     for (Py_ssize_t b = 0; b < B; b++) {
@@ -189,11 +374,22 @@ CGRU_TARGETS static void CGRU_NAME(cell_backward_r)(
                 dr[j] = 0;
             continue;
         }
+        if (CELL_DEFAULT(act, rec)) {
+            for (Py_ssize_t j = 0; j < H; j++) {
+                dr[j] = drh[j] * hp[j] * r[j] * (1 - r[j]);
+                dhp[j] += drh[j] * r[j];
+            }
+            continue;
+        }
+        CGRU_NAME(derivative)(rec, H, r, CELL_PRE_RZ(pre, b), dr);     /* rec'(.) of r */
         for (Py_ssize_t j = 0; j < H; j++) {
-            dr[j] = drh[j] * hp[j] * r[j] * (1 - r[j]);
+            dr[j] = drh[j] * hp[j] * dr[j];
             dhp[j] += drh[j] * r[j];
         }
     }
 }
 
 #undef CELL_VALID
+#undef CELL_DEFAULT
+#undef CELL_PRE_RZ
+#undef CELL_PRE_N

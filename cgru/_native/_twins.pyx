@@ -9,7 +9,9 @@ cimport openmp
 import numpy as np
 
 from cgru._native._blas cimport gemm
-from cgru._native._cell cimport cgru_expf, cgru_sigmoid, cgru_sigmoidf, cgru_tanh, cgru_tanhf
+from cgru._native._cell cimport (
+    CGRU_ACT_COUNT, activate_f32, activate_f64, cgru_expf, cgru_sigmoid, cgru_sigmoidf,
+    cgru_tanh, cgru_tanhf, derivative_f32, derivative_f64)
 from cgru._native._gemm cimport cgru_cpu_gemm_level, packed_copy, product, product_ta
 from cgru._native._parts cimport part_start
 
@@ -43,6 +45,26 @@ def cell_math_for_tests(const floating[::1] v):
             sigmoid_out[i] = cgru_sigmoid(v[i])
             tanh_out[i] = cgru_tanh(v[i])
     return exp_v, sigmoid_v, tanh_v
+
+
+def activation_for_tests(int code, const floating[::1] v):
+    """(f(v), f'(v)) for the cell's activation `code`, as the cell computes them: f'(v) from
+    the output, or from v for the activations whose derivative needs their input."""
+    if not 0 <= code < CGRU_ACT_COUNT:
+        raise ValueError(f"no activation code {code}")
+    cdef Py_ssize_t n = v.shape[0]
+    dtype = np.float32 if floating is float else np.float64
+    out, kept, deriv = np.array(v, dtype), np.empty(n, dtype), np.empty(n, dtype)
+    cdef floating[::1] out_v = out, kept_v = kept, deriv_v = deriv
+    if n == 0:
+        return out, deriv
+    if floating is float:
+        activate_f32(code, n, &out_v[0], &kept_v[0])
+        derivative_f32(code, n, &out_v[0], &kept_v[0], &deriv_v[0])
+    else:
+        activate_f64(code, n, &out_v[0], &kept_v[0])
+        derivative_f64(code, n, &out_v[0], &kept_v[0], &deriv_v[0])
+    return out, deriv
 
 
 def small_gemm_for_tests(const floating[:, ::1] a, const floating[:, ::1] b, floating[:, ::1] c,

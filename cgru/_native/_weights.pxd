@@ -16,10 +16,13 @@ from cgru._native._parts cimport part_start
 
 
 cdef struct Sizes:
-    # One call's sizes and choices; n_in is I (a C macro), slots_* the rings' lengths.
+    # One call's sizes and choices; n_in is I (a C macro), slots_* the rings' lengths;
+    # x_gates: x holds one input per gate (3, T, B, I), r, z, n (input dropout with a mask
+    # per gate), the gate g's input product reading block g.
     Py_ssize_t T, B, n_in, H, slots_g, slots_h, slots_n
-    bint reset_after, weights_t
+    bint reset_after, weights_t, x_gates
     int level
+    int act, rec        # activation codes of n and of r, z (_cell_math.h)
 
 
 cdef inline Py_ssize_t row_step(const Sizes* s, Py_ssize_t K) noexcept nogil:
@@ -111,7 +114,7 @@ cdef inline void weight_job(const Sizes* s, int part, int parts, Py_ssize_t k0, 
 
 
 cdef inline void weight_jobs(const Sizes* s, int part, int parts, const floating* x,
-                             const floating* hs, const floating* hidden_n,
+                             const floating* hs, const floating* hd, const floating* hidden_n,
                              const floating* d_gates, const floating* d_aux, floating* dw_ih,
                              floating* dw_hh, floating* db_ih, floating* db_hh,
                              floating* scratch) noexcept nogil:
@@ -119,31 +122,56 @@ cdef inline void weight_jobs(const Sizes* s, int part, int parts, const floating
     H_prev = hs[:T] as (M, H), D = d_gates as (M, G). With the small GEMM in blocks of
     WEIGHT_KB rows of M, every job of a block before the next block, so that the block of D
     is read from cache by the jobs after the first (job after job over all of M was 10-20%
-    slower on long training, (T, B, I, H) = (1000, 16, 32, 64)); BLAS takes M at once."""
-    cdef Py_ssize_t I = s.n_in, H = s.H, G = 3 * H, M = s.T * s.B, block, k0, kb
+    slower on long training, (T, B, I, H) = (1000, 16, 32, 64)); BLAS takes M at once.
+    hd: NULL, or (3, T, B, H) the states each gate's recurrent product read under recurrent
+    dropout (h_prev times that gate's mask), which then replace H_prev gate by gate."""
+    cdef Py_ssize_t I = s.n_in, H = s.H, G = 3 * H, M = s.T * s.B, block, k0, kb, g
     cdef Py_ssize_t block_rows = WEIGHT_KB if s.level > 0 else M
     for block in range((M + block_rows - 1) // block_rows):
         k0 = block * block_rows
         kb = min(block_rows, M - k0)
+        if hd != NULL:
+            # recurrent dropout: dW_hh[g] = D[:, g]^T @ Hd[g] for the gates whose product
+            # reads the dropped state (all three with reset_after, r and z without)
+            for g in range(3 if s.reset_after else 2):
+                weight_job(s, part, parts, k0, kb, g * H, H, H, d_gates + g * H, G,
+                           hd + g * M * H, dw_hh, db_hh + g * H if s.reset_after else NULL,
+                           scratch)
         if s.reset_after:
             # dW_hh = D^T @ H_prev; dW_ih[:2H] = D[:, :2H]^T @ X; dW_ih[2H:] = d_aux^T @ X
-            weight_job(s, part, parts, k0, kb, 0, G, H, d_gates, G, hs, dw_hh, db_hh, scratch)
-            weight_job(s, part, parts, k0, kb, 0, 2 * H, I, d_gates, G, x, dw_ih, db_ih,
-                       scratch)
-            weight_job(s, part, parts, k0, kb, 2 * H, H, I, d_aux, H, x, dw_ih, db_ih + 2 * H,
-                       scratch)
+            if hd == NULL:
+                weight_job(s, part, parts, k0, kb, 0, G, H, d_gates, G, hs, dw_hh, db_hh,
+                           scratch)
+            if not s.x_gates:
+                weight_job(s, part, parts, k0, kb, 0, 2 * H, I, d_gates, G, x, dw_ih, db_ih,
+                           scratch)
+            else:
+                # one input per gate: dW_ih[g] = D[:, g]^T @ X[g] for g = r, z
+                for g in range(2):
+                    weight_job(s, part, parts, k0, kb, g * H, H, I, d_gates + g * H, G,
+                               x + g * M * I, dw_ih, db_ih + g * H, scratch)
+            weight_job(s, part, parts, k0, kb, 2 * H, H, I, d_aux, H,
+                       x + 2 * M * I if s.x_gates else x, dw_ih, db_ih + 2 * H, scratch)
         else:
             # dW_hh[:2H] = D[:, :2H]^T @ H_prev; dW_hh[2H:] = D[:, 2H:]^T @ (r * H_prev);
             # dW_ih = D^T @ X; db_hh = db_ih (both biases add to the same pre-activations)
-            weight_job(s, part, parts, k0, kb, 0, 2 * H, H, d_gates, G, hs, dw_hh, NULL,
-                       scratch)
+            if hd == NULL:
+                weight_job(s, part, parts, k0, kb, 0, 2 * H, H, d_gates, G, hs, dw_hh, NULL,
+                           scratch)
             weight_job(s, part, parts, k0, kb, 2 * H, H, H, d_gates + 2 * H, G, hidden_n,
                        dw_hh, NULL, scratch)
-            weight_job(s, part, parts, k0, kb, 0, G, I, d_gates, G, x, dw_ih, db_ih, scratch)
+            if not s.x_gates:
+                weight_job(s, part, parts, k0, kb, 0, G, I, d_gates, G, x, dw_ih, db_ih,
+                           scratch)
+            else:
+                for g in range(3):
+                    weight_job(s, part, parts, k0, kb, g * H, H, I, d_gates + g * H, G,
+                               x + g * M * I, dw_ih, db_ih + g * H, scratch)
 
 
 cdef inline void weight_gradients(Sizes* s, int parts, const floating* x,
-                                  const floating* hs, const floating* hidden_n,
+                                  const floating* hs, const floating* hd,
+                                  const floating* hidden_n,
                                   const floating* d_gates, const floating* d_aux,
                                   floating* dw_ih, floating* dw_hh, floating* db_ih,
                                   floating* db_hh) noexcept nogil:
@@ -157,11 +185,11 @@ cdef inline void weight_gradients(Sizes* s, int parts, const floating* x,
         if scratch == NULL:
             s.level = 0                 # out of memory: BLAS
     if s.level == 0 or parts == 1:
-        weight_jobs(s, 0, 1, x, hs, hidden_n, d_gates, d_aux, dw_ih, dw_hh, db_ih, db_hh,
+        weight_jobs(s, 0, 1, x, hs, hd, hidden_n, d_gates, d_aux, dw_ih, dw_hh, db_ih, db_hh,
                     scratch)
     else:
         for part in prange(parts, num_threads=parts, schedule="static", chunksize=1):
-            weight_jobs(s, part, parts, x, hs, hidden_n, d_gates, d_aux, dw_ih, dw_hh, db_ih,
+            weight_jobs(s, part, parts, x, hs, hd, hidden_n, d_gates, d_aux, dw_ih, dw_hh, db_ih,
                         db_hh, scratch + part * per_part)
     free(scratch)
     if not s.reset_after:

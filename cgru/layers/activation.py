@@ -14,7 +14,7 @@ class Activation(Layer):
 
     def __init__(self, activation, **kwargs):
         super().__init__(**kwargs)
-        self.activation_fn = activations.get(activation)
+        self.activation_fn = activations.get_backward_from_output(activation, "Activation")
         self.activation = self.activation_fn.name
         self.output_activation = None if self.activation == "linear" else self.activation
         if self.input_shape is not None:

@@ -87,7 +87,7 @@ class Conv1D(Layer):
             raise ValueError("`strides > 1` is not compatible with `dilation_rate > 1`. "
                              f"Received: strides={self.strides}, "
                              f"dilation_rate={self.dilation_rate}")
-        self.activation_fn = activations.get(activation)
+        self.activation_fn = activations.get_backward_from_output(activation, "Conv1D")
         self.activation = None if self.activation_fn.name == "linear" else self.activation_fn.name
         self.output_activation = self.activation
         self.use_bias = bool(use_bias)

@@ -24,7 +24,7 @@ class Dense(Layer):
         self.kernel_constraint = constraints.get(kernel_constraint)
         self.bias_constraint = constraints.get(bias_constraint)
         self.units = check_positive_int("units", units)
-        self.activation_fn = activations.get(activation)
+        self.activation_fn = activations.get_backward_from_output(activation, "Dense")
         self.activation = None if self.activation_fn.name == "linear" else self.activation_fn.name
         self.output_activation = self.activation
         self.use_bias = bool(use_bias)

@@ -9,7 +9,8 @@ only in ``get_weights``/``set_weights`` and saving, never in a training step.
 """
 import numpy as np
 
-from .. import constraints, initializers, regularizers
+from .. import activations, constraints, initializers, regularizers
+from ..functional import ACTIVATIONS as CELL_ACTIVATIONS
 from ..functional import _layer_backward, _layer_forward
 from .base import Layer, check_positive_int, check_rate, dropout_mask
 from .node import is_symbolic, symbolic_call
@@ -25,22 +26,43 @@ def swap_gate_blocks(array, H):
     return out
 
 
-def _no_mask_yet(layer, mask):
-    if mask is not None:
-        raise NotImplementedError(
-            f"Layer '{layer.name}' received a mask (from Masking or Embedding(mask_zero=True)): "
-            "cgru's GRU does not consume masks yet. Pad sequences at the front instead.")
+def check_mask(layer, mask, x_shape):
+    """The mask a GRU received, as booleans (batch, timesteps), or None."""
+    if mask is None:
+        return None
+    if isinstance(mask, (list, tuple)):
+        mask = mask[0]
+        if mask is None:
+            return None
+    mask = np.asarray(mask)
+    if mask.ndim == 3 and mask.shape[2] == 1:
+        mask = mask[:, :, 0]
+    if mask.shape != tuple(x_shape[:2]):
+        raise ValueError(f"Layer '{layer.name}' received a mask of shape {mask.shape}; it must "
+                         f"be (batch, timesteps) = {tuple(x_shape[:2])}, the input's first "
+                         "two axes.")
+    if mask.dtype != np.bool_:
+        if not (np.issubdtype(mask.dtype, np.number)):
+            raise TypeError(f"Layer '{layer.name}' received a mask of dtype {mask.dtype}; "
+                            "it must be booleans.")
+        mask = mask != 0
+    return mask
 
 
-def _cell_activation(argument, value, supported):
-    """The name of the cell activation ``value``: cgru's fused cell computes the default."""
-    name = getattr(value, "name", value)
-    if name is None or name == supported or (callable(value) and getattr(
-            value, "__name__", None) == supported):
-        return supported
-    raise NotImplementedError(
-        f"GRU({argument}={value!r}): cgru's fused GRU cell computes {argument}="
-        f"'{supported}' only, for now.")
+def _cell_activation(argument, value):
+    """The name of the activation ``value`` (a name, a cgru or Keras activation function, or
+    Keras's serialized form; None is linear, as in Keras) that the fused cell computes."""
+    try:
+        name = activations.get(value).name
+    except ValueError:
+        name = None
+    if name not in CELL_ACTIVATIONS:
+        raise ValueError(
+            f"GRU({argument}={value!r}): cgru's fused GRU cell computes these activations "
+            f"natively: {', '.join(CELL_ACTIVATIONS)} (and 'swish', silu's other name), given "
+            "by name, as cgru.activations or keras.activations functions, or serialized; "
+            "other callables are not supported.")
+    return name
 
 
 class GRU(Layer):
@@ -52,6 +74,48 @@ class GRU(Layer):
     (batch, timesteps, units) with ``return_sequences``, and the last state as a second
     output with ``return_state``. With ``go_backwards`` the sequence is processed from its
     end and the returned sequence stays in processing (reversed) order, as in Keras.
+
+    Masks (from ``Masking``, ``Embedding(mask_zero=True)``, or ``layer(x, mask=m)`` with m
+    (batch, timesteps) booleans) are consumed as Keras 3's RNN does (keras/src/layers/rnn/
+    rnn.py and the backends' ``rnn``; checked against Keras 3.15), for any pattern (holes,
+    left padding, rows masked entirely), inside the compiled loop:
+      - a masked step keeps the state: h_t = h_{t-1};
+      - its output repeats the output of the step before; before a row's first valid step
+        that is 0, even with an ``initial_state`` (Keras starts the "previous output" at
+        0); with ``zero_output_for_mask=True`` the output of a masked step is 0 instead;
+      - ``return_sequences=False`` returns the last step's output under those rules: the
+        output of the last valid step (0 for a row masked entirely), or, with
+        ``zero_output_for_mask=True``, 0 when the last step is masked;
+      - ``return_state`` returns h after a row's last valid step, ``initial_state`` (or 0)
+        for a row masked entirely;
+      - ``go_backwards`` reverses the mask with the input (the outputs stay in processing
+        order);
+      - the output's mask is the input's with ``return_sequences=True`` (unchanged, also
+        with ``go_backwards``), None otherwise; ``return_state`` adds None for the state.
+        A GRU after a GRU therefore gets the mask only from one that returns sequences;
+        layers after a GRU without return_sequences see no mask, as in Keras.
+    ``Bidirectional`` sets ``zero_output_for_mask`` of both directions to its
+    ``return_sequences`` (keras/src/layers/rnn/bidirectional.py), whatever the wrapped layer
+    said, and passes the mask to both.
+
+    Dropout as Keras 3's GRUCell (keras/src/layers/rnn/gru.py; training only; masks drawn
+    from ``seed`` once per call and reused at every step; kept values scaled by
+    1 / (1 - rate)):
+      - ``dropout`` alone: one (batch, features) mask on the input of every gate;
+      - ``recurrent_dropout``: one (batch, units) mask per gate (z, r, h) multiplies the
+        previous state in that gate's recurrent product only; the update
+        h = z * h_prev + (1 - z) * hh reads the state itself. Keras then (its
+        implementation 1) also draws one input mask per gate when ``dropout`` is set; so
+        does cgru, each gate's input product reading its own masked input.
+    Where cgru differs: the masks come from cgru's own generator, not Keras's, so a seeded
+    run draws other masks than Keras (tests inject Keras's masks to compare).
+
+    ``activation`` (the candidate, tanh by default) and ``recurrent_activation`` (the gates,
+    sigmoid) take any activation the fused cell computes (``cgru.functional.ACTIVATIONS``,
+    Keras 3's definitions), by name, as a ``cgru.activations`` or ``keras.activations``
+    function, or in Keras's serialized form; ``get_config`` keeps the name ("swish" becomes
+    "silu", as in Keras). Any other callable raises ValueError: the cell runs compiled, with
+    no Python inside the time loop.
     """
 
     def __init__(self, units, activation="tanh", recurrent_activation="sigmoid", *,
@@ -61,16 +125,13 @@ class GRU(Layer):
                  recurrent_initializer="orthogonal", bias_initializer="zeros", dropout=0.0,
                  use_bias=True, kernel_regularizer=None, recurrent_regularizer=None,
                  bias_regularizer=None, kernel_constraint=None, recurrent_constraint=None,
-                 bias_constraint=None, **kwargs):
+                 bias_constraint=None, zero_output_for_mask=False, **kwargs):
         super().__init__(**kwargs)
-        self.activation = _cell_activation("activation", activation, "tanh")
+        self.zero_output_for_mask = bool(zero_output_for_mask)
+        self.activation = _cell_activation("activation", activation)
         self.recurrent_activation = _cell_activation("recurrent_activation",
-                                                     recurrent_activation, "sigmoid")
+                                                     recurrent_activation)
         self.recurrent_dropout = check_rate("recurrent_dropout", recurrent_dropout)
-        if self.recurrent_dropout:
-            raise NotImplementedError(
-                f"GRU(recurrent_dropout={recurrent_dropout}): cgru's GRU cell has no "
-                "recurrent dropout yet; use `dropout` (on the inputs) or a Dropout layer.")
         # unroll, use_cudnn and implementation choose how Keras runs the loop; cgru runs one
         # compiled loop whatever they say, with the same numbers
         self.stateful, self.unroll = bool(stateful), bool(unroll)
@@ -168,10 +229,37 @@ class GRU(Layer):
         out = (input_shape[0], self.units) if self.return_sequences else (self.units,)
         return [out, (self.units,)] if self.return_state else out
 
+    def compute_mask(self, inputs, mask=None):
+        """Keras's RNN: the input's mask with return_sequences, else None (None for the
+        state)."""
+        if isinstance(mask, (list, tuple)):
+            mask = mask[0]
+        if mask is None:
+            return None         # no mask in, none out (Keras: a None per output)
+        out = mask if self.return_sequences else None
+        return [out, None] if self.return_state else out
+
     # -- forward and backward ------------------------------------------------------------
-    def run(self, x, h0, training=False, need_grad=False):
-        """x (B, T, I) of the layer's dtype -> (output, h_n, ctx); ctx None unless need_grad.
-        The time loop: cgru.functional (time-major), with dropout on x first."""
+    def _dropout_masks(self, batch, features):
+        """(input masks or None, recurrent masks or None) for a training call, as Keras 3's
+        GRUCell draws them: with recurrent_dropout, one mask per gate of each (input masks
+        (3, B, I) and recurrent masks (3, B, H), both in the kernels' gate order r, z, n);
+        without, one (B, I) input mask."""
+        rng, dtype, H = self._dropout_rng, self.dtype, self.units
+        if not self.recurrent_dropout:
+            if not self.dropout:
+                return None, None
+            return dropout_mask(rng, (batch, features), self.dropout, dtype), None
+        keep = None
+        if self.dropout:
+            keep = dropout_mask(rng, (3, batch, features), self.dropout, dtype)[[1, 0, 2]]
+        rec = dropout_mask(rng, (3, batch, H), self.recurrent_dropout, dtype)[[1, 0, 2]]
+        return keep, np.ascontiguousarray(rec)
+
+    def run(self, x, h0, training=False, need_grad=False, mask=None):
+        """x (B, T, I) of the layer's dtype, mask None or booleans (B, T) -> (output, h_n,
+        ctx); ctx None unless need_grad. The time loop: cgru.functional (time-major), with
+        dropout on x first."""
         if self.stateful:
             if x.shape[0] != self.states.shape[0]:
                 raise ValueError(
@@ -181,15 +269,22 @@ class GRU(Layer):
                     f"{x.shape}.")
             if h0 is None:
                 h0 = self.states
-        keep = None
-        if training and self.dropout > 0:
+        keep = rec = None
+        if training:
+            keep, rec = self._dropout_masks(x.shape[0], x.shape[2])
+        input_masks = None
+        if keep is not None and keep.ndim == 2:
             # Keras (recurrent_dropout=0): one (B, I) mask shared by all time steps
-            keep = dropout_mask(self._dropout_rng, (x.shape[0], x.shape[2]), self.dropout,
-                                self.dtype)
             x = x * keep[:, None, :]
+        elif keep is not None:
+            # one mask per gate (with recurrent_dropout): the kernels read x * keep[g] in
+            # gate g's input product
+            input_masks = np.ascontiguousarray(keep)
         x_tm = x.transpose(1, 0, 2)         # time-major view; made contiguous once, below
+        mask_tm = None if mask is None else mask.T
         if self.go_backwards:
             x_tm = x_tm[::-1]
+            mask_tm = None if mask_tm is None else mask_tm[::-1]
         bias = self.bias
         if bias is None:
             b_ih = b_hh = self._zero_bias
@@ -198,28 +293,46 @@ class GRU(Layer):
         else:
             b_ih, b_hh = bias, self._zero_bias
         y, h_n, cache = _layer_forward(x_tm, h0, self.kernel, self.recurrent_kernel, b_ih,
-                                       b_hh, self.reset_after, need_grad)
+                                       b_hh, self.reset_after, need_grad, mask_tm,
+                                       self.zero_output_for_mask, rec, input_masks,
+                                       self.activation, self.recurrent_activation)
         if self.stateful:
             self.states[...] = h_n          # carried to the next batch, as Keras does
         # with go_backwards the sequence stays in processing order, as in Keras
-        output = y.transpose(1, 0, 2) if self.return_sequences else h_n
-        return output, h_n, ((cache, keep) if need_grad else None)
+        last = None
+        if self.return_sequences:
+            output = y.transpose(1, 0, 2)
+        elif mask_tm is None:
+            output = h_n
+        else:
+            # the last step's output: h_n where the row had a valid step (the last step
+            # with zero_output_for_mask), else 0
+            last = (mask_tm[-1] if self.zero_output_for_mask else mask_tm.any(axis=0))
+            last = last[:, None].astype(self.dtype)
+            output = h_n * last
+        return output, h_n, ((cache, keep, last) if need_grad else None)
 
     def run_backward(self, d_output, d_h, ctx, need_input_grad=True):
         """Gradients of (output, h_n) -> (dx or None, dh0, grads of trainable_weights)."""
-        cache, keep = ctx
+        cache, keep, last = ctx
         if self.return_sequences:
             dy = None if d_output is None else d_output.transpose(1, 0, 2)
             dh_n = d_h
         else:
             dy = None
+            if d_output is not None and last is not None:
+                d_output = d_output * last
             dh_n = d_output if d_h is None else (d_h if d_output is None else d_output + d_h)
         dx, dh0, d_kernel, d_recurrent, db_ih, db_hh = _layer_backward(
             dy, dh_n, cache, need_dx=need_input_grad)
         if dx is not None:
             dx = dx[::-1] if self.go_backwards else dx
             dx = dx.transpose(1, 0, 2)
-            dx = dx * keep[:, None, :] if keep is not None else np.ascontiguousarray(dx)
+            # (a mask per gate was applied by the kernels' entry, dx included)
+            if keep is not None and keep.ndim == 2:
+                dx = dx * keep[:, None, :]
+            else:
+                dx = np.ascontiguousarray(dx)
         grads = []
         if self.trainable:
             grads = [d_kernel, d_recurrent]
@@ -228,8 +341,8 @@ class GRU(Layer):
         return dx, dh0, grads
 
     def forward(self, x, training=False, mask=None, need_grad=False, initial_state=None):
-        _no_mask_yet(self, mask)
-        output, h_n, ctx = self.run(x, initial_state, training, need_grad)
+        mask = check_mask(self, mask, x.shape)
+        output, h_n, ctx = self.run(x, initial_state, training, need_grad, mask)
         if self.return_state:
             return (output, h_n), ctx
         return output, ctx
@@ -255,16 +368,17 @@ class GRU(Layer):
                              f"received an array of shape {h0.shape}.")
         return np.ascontiguousarray(h0)
 
-    def __call__(self, x, initial_state=None, training=False):
+    def __call__(self, x, initial_state=None, training=False, mask=None):
         if is_symbolic(x):                  # building a functional model
-            return symbolic_call(self, x, initial_state=initial_state, training=training)
+            return symbolic_call(self, x, initial_state=initial_state, training=training,
+                                 mask=mask)
         x = self.cast(x)
         self.check_input_shape(x.shape)
         if self.stateful and self.batch_size is None and not self.built:
             self.batch_size = x.shape[0]    # called directly: the first batch fixes it
         self.ensure_built(x.shape[1:])
         h0 = self.initial_state_array(initial_state, x.shape[0])
-        out, _ = self.forward(x, training=training, initial_state=h0)
+        out, _ = self.forward(x, training=training, initial_state=h0, mask=mask)
         if self.return_state:
             return (np.ascontiguousarray(out[0]), out[1])
         return np.ascontiguousarray(out)
@@ -276,11 +390,12 @@ class GRU(Layer):
                       return_sequences=self.return_sequences, stateful=self.stateful,
                       unroll=self.unroll, return_state=self.return_state,
                       go_backwards=self.go_backwards,
+                      zero_output_for_mask=self.zero_output_for_mask,
                       reset_after=self.reset_after,
                       kernel_initializer=self.kernel_initializer,
                       recurrent_initializer=self.recurrent_initializer,
                       bias_initializer=self.bias_initializer, dropout=self.dropout,
-                      use_bias=self.use_bias,
+                      recurrent_dropout=self.recurrent_dropout, use_bias=self.use_bias,
                       kernel_regularizer=regularizers.serialize(self.kernel_regularizer),
                       recurrent_regularizer=regularizers.serialize(self.recurrent_regularizer),
                       bias_regularizer=regularizers.serialize(self.bias_regularizer),
@@ -320,6 +435,9 @@ class Bidirectional(Layer):
         config.update(name=f"backward_{layer.name}", go_backwards=not layer.go_backwards,
                       seed=None if layer.seed is None else layer.seed + 1)
         self.backward_layer = GRU.from_config(config)
+        # Keras: both directions output zeros at masked steps when returning sequences
+        for sub in (self.forward_layer, self.backward_layer):
+            sub.zero_output_for_mask = layer.return_sequences
         self.batch_size = self._batch_size if self._batch_size is not None else layer.batch_size
         self.trainable = self._trainable
         self.return_sequences = layer.return_sequences
@@ -393,6 +511,19 @@ class Bidirectional(Layer):
             outputs += [(self.forward_layer.units,)] * 2
         return outputs if len(outputs) > 1 else outputs[0]
 
+    def compute_mask(self, inputs, mask=None):
+        """Keras's Bidirectional: the input's mask with return_sequences (for each output
+        with merge_mode=None), else None; None for the states."""
+        if isinstance(mask, (list, tuple)):
+            mask = mask[0]
+        if mask is None:
+            return None         # no mask in, none out (Keras: a None per output)
+        out = mask if self.return_sequences else None
+        masks = [out, out] if self.merge_mode is None else [out]
+        if self.return_state:
+            masks += [None, None]
+        return masks if len(masks) > 1 else masks[0]
+
     def _merge(self, yf, yb):
         if self.merge_mode == "concat":
             return np.concatenate([yf, yb], axis=-1)
@@ -405,12 +536,12 @@ class Bidirectional(Layer):
         return [yf, yb]
 
     def forward(self, x, training=False, mask=None, need_grad=False, initial_state=None):
-        _no_mask_yet(self, mask)
+        mask = check_mask(self, mask, x.shape)
         hf0 = hb0 = None
         if initial_state is not None:
             hf0, hb0 = initial_state
-        yf, hf, ctx_f = self.forward_layer.run(x, hf0, training, need_grad)
-        yb, hb, ctx_b = self.backward_layer.run(x, hb0, training, need_grad)
+        yf, hf, ctx_f = self.forward_layer.run(x, hf0, training, need_grad, mask)
+        yb, hb, ctx_b = self.backward_layer.run(x, hb0, training, need_grad, mask)
         if self.return_sequences:
             yb = yb[:, ::-1]  # back to time order before merging
         out = self._merge(yf, yb)
@@ -444,9 +575,10 @@ class Bidirectional(Layer):
         dx_b, _, g_b = self.backward_layer.run_backward(d_b, dhb, ctx_b, need_input_grad)
         return (dx_f + dx_b if need_input_grad else None), g_f + g_b
 
-    def __call__(self, x, initial_state=None, training=False):
+    def __call__(self, x, initial_state=None, training=False, mask=None):
         if is_symbolic(x):                  # building a functional model
-            return symbolic_call(self, x, initial_state=initial_state, training=training)
+            return symbolic_call(self, x, initial_state=initial_state, training=training,
+                                 mask=mask)
         x = self.cast(x)
         self.check_input_shape(x.shape)
         if self.forward_layer.stateful and self.batch_size is None and not self.built:
@@ -459,7 +591,7 @@ class Bidirectional(Layer):
                                  "arrays (forward state, backward state).")
             states = [self.forward_layer.initial_state_array(s, x.shape[0])
                       for s in initial_state]
-        out, _ = self.forward(x, training=training, initial_state=states)
+        out, _ = self.forward(x, training=training, initial_state=states, mask=mask)
         return list(out) if isinstance(out, tuple) and self.merge_mode is None \
             and not self.return_state else out
 
