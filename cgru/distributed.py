@@ -80,6 +80,7 @@ import contextlib
 import math
 import os
 import sys
+import time
 import traceback
 import warnings
 
@@ -255,6 +256,18 @@ def _describe(value):
     return ("array", tuple(np.shape(value)))
 
 
+
+# How long a failing rank waits between writing its traceback and MPI_Abort: the launcher's
+# proxy forwards a rank's stderr asynchronously, and MPI_Abort ends the proxies too, so on a
+# busy machine an immediate abort lost the traceback (the job ended with no message).
+_ABORT_GRACE_SECONDS = 1.0
+
+
+def _flush_before_abort():
+    sys.stdout.flush()
+    sys.stderr.flush()
+    time.sleep(_ABORT_GRACE_SECONDS)
+
 class MPIStrategy:
     """Data-parallel ``fit``/``evaluate``/``predict`` over MPI (see the module's docstring).
 
@@ -297,7 +310,7 @@ class MPIStrategy:
 
         def hook(kind, value, tb):
             previous(kind, value, tb)
-            sys.stderr.flush()
+            _flush_before_abort()
             comm.Abort(1)
         hook._cgru_aborts = True
         sys.excepthook = hook
@@ -407,7 +420,7 @@ class MPIStrategy:
         message = traceback.format_exc()
         sys.stderr.write(f"[cgru.distributed rank {self.rank}/{self.size}] aborting the job "
                          f"after an exception:\n{message}")
-        sys.stderr.flush()
+        _flush_before_abort()
         self.comm.Abort(1)
 
     # -- collectives -----------------------------------------------------------------------
