@@ -60,6 +60,7 @@ from . import saving
 from ._layout import slots_layout
 from ._files import atomic_output
 from . import layers as L
+from .functional import ACTIVATIONS as CELL_ACTIVATIONS
 
 __all__ = ["load_keras_model", "save_keras_model", "load_keras_weights",
            "save_keras_weights", "is_keras_model_path", "is_keras_weights_path",
@@ -230,11 +231,18 @@ def _penalty_entries(layer, weights):
 
 
 def _gru_from_keras(spec, config, input_shape, where):
-    _require(config, where, {"activation": "tanh", "recurrent_activation": "sigmoid",
-                             "stateful": False, "return_state": False})
+    _require(config, where, {"stateful": False, "return_state": False})
     seed = config.get("seed")
     kwargs = {"recurrent_dropout": float(config.get("recurrent_dropout", 0.0)),
               "zero_output_for_mask": bool(config.get("zero_output_for_mask", False))}
+    for key, default in (("activation", "tanh"), ("recurrent_activation", "sigmoid")):
+        # the activations the fused cell computes (Keras stores swish as silu)
+        name = config.get(key, default)
+        if name not in CELL_ACTIVATIONS:
+            raise NotImplementedError(
+                f"{where}: {key}={name!r} is not supported by cgru's GRU cell (it computes "
+                f"{', '.join(CELL_ACTIVATIONS)}).")
+        kwargs[key] = name
     for key, default in (("kernel_initializer", "glorot_uniform"),
                          ("recurrent_initializer", "orthogonal"),
                          ("bias_initializer", "zeros")):

@@ -62,6 +62,12 @@ def _keras_models():
                                 L.GRU(3), L.Dense(5, activation="tanh"),
                                 L.Dense(2, activation="softmax")],
         "sigmoid_head": lambda: [L.GRU(4, dropout=0.2), L.Dense(1, activation="sigmoid")],
+        # the activations cgru's cell computes go both ways, inside Bidirectional too
+        "gru_activations": lambda: [
+            L.GRU(4, activation="relu", recurrent_activation="hard_sigmoid",
+                  return_sequences=True),
+            L.Bidirectional(L.GRU(3, activation="gelu", recurrent_activation="swish",
+                                  reset_after=False))],
         # a GRU without biases reads as zero biases (exact); Dense keeps use_bias=False
         "no_bias": lambda: [L.GRU(4, use_bias=False, return_sequences=True),
                             L.GRU(3, use_bias=False, reset_after=False),
@@ -244,7 +250,7 @@ def test_weights_file_of_another_architecture_is_refused(tmp_path):
 # ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("layers, match", [
     (lambda L: [L.LSTM(3)], r"'LSTM' has no cgru equivalent"),
-    (lambda L: [L.GRU(3, activation="relu")], "activation='relu'"),
+    (lambda L: [L.GRU(3, activation="softplus")], "activation='softplus'"),
     (lambda L: [L.GRU(3), L.Dense(2, activation="gelu")], "activation='gelu'"),
     (lambda L: [L.Bidirectional(L.LSTM(3))], "LSTM"),
 ])
