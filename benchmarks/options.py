@@ -13,6 +13,7 @@ Options (each a GRU(H, return_sequences=True) layer on (B, T, I) float32 inputs)
   recurrent_dropout  recurrent_dropout=0.2 (training only: cgru's inference is the plain
                      call; Keras's runs its implementation 1, a product per gate, anyway);
   dropout            dropout=0.2 (with recurrent_dropout: one input mask per gate, as Keras);
+  activations        a non-default pair: activation="relu", recurrent_activation="hard_sigmoid";
   options joined by "+" combine.
 Modes: infer (the layer's forward) and train (forward and backward of sum(y * gy) with
 respect to the input and every weight: cgru's layer protocol, forward(need_grad=True) then
@@ -38,7 +39,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 CASES = {"small": (50, 32, 64, 128), "medium": (100, 64, 128, 256)}     # (T, B, I, H)
 OPTIONS = ("plain", "mask", "recurrent_dropout", "mask+recurrent_dropout",
-           "mask+dropout+recurrent_dropout")
+           "mask+dropout+recurrent_dropout", "activations",
+           "activations+mask+recurrent_dropout")
+# the non-default activation pair of the "activations" option
+PAIR = dict(activation="relu", recurrent_activation="hard_sigmoid")
 MODES = ("infer", "train")
 
 
@@ -62,7 +66,8 @@ def cgru_runners(case, holes):
         flags = option.split("+")
         layer = cgru.GRU(H, return_sequences=True, seed=0,
                          dropout=0.2 if "dropout" in flags else 0.0,
-                         recurrent_dropout=0.2 if "recurrent_dropout" in flags else 0.0)
+                         recurrent_dropout=0.2 if "recurrent_dropout" in flags else 0.0,
+                         **(PAIR if "activations" in flags else {}))
         layer.build(x.shape[1:])
         m = mask if "mask" in flags else None
 
@@ -92,7 +97,8 @@ def keras_runners(case, holes, threads):
         flags = option.split("+")
         layer = keras.layers.GRU(H, return_sequences=True, seed=0,
                                  dropout=0.2 if "dropout" in flags else 0.0,
-                                 recurrent_dropout=0.2 if "recurrent_dropout" in flags else 0.0)
+                                 recurrent_dropout=0.2 if "recurrent_dropout" in flags else 0.0,
+                                 **(PAIR if "activations" in flags else {}))
         layer.build(x.shape)
         m = mask_t if "mask" in flags else None
 
