@@ -32,6 +32,31 @@ from .trainer import Trainer, _Trace
 __all__ = ["Model"]
 
 
+
+def summary_row(cols, fields):
+    """One line of ``summary()``: each field from its column's start (``cols`` are the
+    columns' ends); every column but the last keeps one blank before the next."""
+    line = ""
+    for i, field in enumerate(fields):
+        start = 0 if i == 0 else cols[i - 1]
+        width = cols[i] - (1 if i < len(fields) - 1 else 0)
+        line = (line + " " * max(0, start - len(line)) + str(field))[:width]
+    return line
+
+
+def summary_totals(model, line_length):
+    """The parameter totals that end ``summary()``, as Keras prints them."""
+    def count(arrays):
+        n = sum(a.size for a in arrays)
+        size = sum(a.nbytes for a in arrays)
+        return f"{n:,} ({size / 1024:.2f} KB)" if size >= 1024 else f"{n:,} ({size:.2f} B)"
+
+    return ["=" * line_length,
+            f"Total params: {count(model.weights)}",
+            f"Trainable params: {count(model.trainable_weights)}",
+            f"Non-trainable params: {count(model.non_trainable_weights)}",
+            "_" * line_length]
+
 class _Step:
     """One layer call of the graph: the layer, the keys of the tensors it reads and of those
     it returns, and whether it was given a list."""
@@ -651,17 +676,13 @@ class Model(Trainer):
         cols = [int(line_length * f) for f in (positions or (0.33, 0.55, 0.67, 1.0))]
 
         def row(fields):
-            line = ""
-            for i, field in enumerate(fields):
-                start = 0 if i == 0 else cols[i - 1]
-                width = cols[i] - (1 if i < len(fields) - 1 else 0)
-                line = (line + " " * max(0, start - len(line)) + str(field))[:width]
-            return line
+            return summary_row(cols, fields)
 
         lines = [f'Model: "{self.name}"', "_" * line_length,
                  row([" Layer (type)", "Output Shape", "Param #", "Connected to"]),
                  "=" * line_length]
-        for node in self._all_nodes():
+        nodes = self._all_nodes()
+        for node in nodes:
             layer = node.layer
             shapes = [_shape_str(t.shape) for t in node.outputs]
             links = self._connections(node) or ["-"]
@@ -670,20 +691,9 @@ class Model(Trainer):
                               layer.count_params(), links[0]]))
             for link in links[1:]:
                 lines.append(row(["", "", "", link]))
-            lines.append("_" * line_length if node is not self._all_nodes()[-1] else "")
+            lines.append("_" * line_length if node is not nodes[-1] else "")
         lines.pop()
-
-        def count(arrays):
-            n = sum(a.size for a in arrays)
-            size = sum(a.nbytes for a in arrays)
-            return f"{n:,} ({size / 1024:.2f} KB)" if size >= 1024 else f"{n:,} ({size:.2f} B)"
-
-        lines += ["=" * line_length,
-                  f"Total params: {count(self.weights)}",
-                  f"Trainable params: {count(self.trainable_weights)}",
-                  f"Non-trainable params: {count(self.non_trainable_weights)}",
-                  "_" * line_length]
-        for line in lines:
+        for line in lines + summary_totals(self, line_length):
             print_fn(line)
 
     # -- config and saving -----------------------------------------------------------------
@@ -735,8 +745,8 @@ class Model(Trainer):
 
     def save(self, filepath):
         """Writes architecture, weights, compile settings and optimizer state to one file:
-        a Keras 3 file for a ``.keras`` name (Keras's functional config), else cgru's
-        own format."""
+        a Keras 3 file for a ``.keras`` name (Keras's Sequential or functional config), else
+        cgru's own format."""
         if keras_file.is_keras_model_path(filepath):
             keras_file.save_keras_model(self, filepath)
         else:

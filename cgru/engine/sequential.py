@@ -8,10 +8,10 @@ layers, ``summary`` and its config.
 """
 import numpy as np
 
-from .. import keras_file, saving
+from .. import saving
 from ..layers import InputLayer, KerasTensor, Layer
 from ..layers.base import auto_name, shape_str as _shape_str
-from .functional import Model, _Graph, _Step
+from .functional import Model, _Graph, _Step, summary_row, summary_totals
 
 __all__ = ["Sequential"]
 
@@ -173,13 +173,7 @@ class Sequential(Model):
         cols = [int(line_length * f) for f in (0.45, 0.85, 1.0)]
 
         def row(fields):
-            line = ""
-            for i, field in enumerate(fields):
-                start = 0 if i == 0 else cols[i - 1]
-                # every column but the last keeps one blank before the next
-                width = cols[i] - (1 if i < len(fields) - 1 else 0)
-                line = (line + " " * max(0, start - len(line)) + str(field))[:width]
-            return line
+            return summary_row(cols, fields)
 
         lines = [f'Model: "{self.name}"', "_" * line_length,
                  row([" Layer (type)", "Output Shape", "Param #"]), "=" * line_length]
@@ -192,17 +186,7 @@ class Sequential(Model):
                 out = "?"
             params = layer.count_params() if layer.built else "0 (unbuilt)"
             lines.append(row([f" {layer.name} ({type(layer).__name__})", out, params]))
-        def count(arrays):
-            n = sum(a.size for a in arrays)
-            size = sum(a.nbytes for a in arrays)
-            return f"{n:,} ({size / 1024:.2f} KB)" if size >= 1024 else f"{n:,} ({size:.2f} B)"
-
-        lines += ["=" * line_length,
-                  f"Total params: {count(self.weights)}",
-                  f"Trainable params: {count(self.trainable_weights)}",
-                  f"Non-trainable params: {count(self.non_trainable_weights)}",
-                  "_" * line_length]
-        for line in lines:
+        for line in lines + summary_totals(self, line_length):
             print_fn(line)
 
     # -- the graph: a chain ------------------------------------------------------------------
@@ -273,27 +257,3 @@ class Sequential(Model):
         if config.get("build_input_shape") is not None and not model.built:
             model.build(tuple(config["build_input_shape"]))
         return model
-
-    def save(self, filepath):
-        """Writes architecture, weights, compile settings and optimizer state to one file:
-        a Keras 3 file for a ``.keras`` name, else cgru's own format."""
-        if keras_file.is_keras_model_path(filepath):
-            keras_file.save_keras_model(self, filepath)
-        else:
-            saving.save_model(self, filepath)
-
-    def save_weights(self, filepath):
-        """The weights alone: Keras 3's ``.weights.h5`` for such a name, else cgru's."""
-        if keras_file.is_keras_weights_path(filepath):
-            keras_file.save_keras_weights(self, filepath)
-        else:
-            saving.save_weights(self, filepath)
-
-    def load_weights(self, filepath):
-        if keras_file.is_keras_weights_path(filepath):
-            keras_file.load_keras_weights(self, filepath)
-        else:
-            saving.load_weights(self, filepath)
-
-    def __repr__(self):
-        return f"<Sequential name={self.name!r} layers={len(self.layers)}>"
