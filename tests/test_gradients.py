@@ -16,15 +16,20 @@ def numerical_gradients(forward, args, dy, dh_n, **kwargs):
         y, h_n, _ = forward(*values, training=False, **kwargs)
         return np.sum(y * dy) + np.sum(h_n * dh_n)
 
+    return central_differences(loss, args)
+
+
+def central_differences(loss, args, eps=EPS):
+    """d loss(args) / d args, element by element, by central differences."""
     grads = []
     for k, arg in enumerate(args):
         grad = np.zeros_like(arg)
         for index in np.ndindex(arg.shape):
             plus = [a.copy() for a in args]
             minus = [a.copy() for a in args]
-            plus[k][index] += EPS
-            minus[k][index] -= EPS
-            grad[index] = (loss(plus) - loss(minus)) / (2 * EPS)
+            plus[k][index] += eps
+            minus[k][index] -= eps
+            grad[index] = (loss(plus) - loss(minus)) / (2 * eps)
         grads.append(grad)
     return grads
 

@@ -12,6 +12,7 @@ from cgru import _reference, activations
 from cgru._native import _loops, _twins
 from cgru.functional import ACTIVATIONS, GRUCell
 from conftest import make_gru_inputs
+from test_gradients import central_differences
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -144,20 +145,6 @@ def test_pre_activations_are_kept_only_for_gelu_and_silu(rng):
                      ("gelu", "swish"): (T, B, 3 * H)}
 
 
-def _central_differences(loss, args, eps=1e-6):
-    grads = []
-    for k, arg in enumerate(args):
-        grad = np.zeros_like(arg)
-        for index in np.ndindex(arg.shape):
-            plus = [a.copy() for a in args]
-            minus = [a.copy() for a in args]
-            plus[k][index] += eps
-            minus[k][index] -= eps
-            grad[index] = (loss(plus) - loss(minus)) / (2 * eps)
-        grads.append(grad)
-    return grads
-
-
 @pytest.mark.parametrize("pair", PAIRS)
 @pytest.mark.parametrize("reset_after", [True, False])
 def test_functional_gradients_by_central_differences(pair, reset_after, rng):
@@ -172,7 +159,7 @@ def test_functional_gradients_by_central_differences(pair, reset_after, rng):
         return np.sum(y * dy) + np.sum(h_n * dh)
 
     grads = cgru.gru_backward(dy, dh, cgru.gru_forward(*args, **kw)[2])
-    for name, got, numeric in zip(grads._fields, grads, _central_differences(loss, args)):
+    for name, got, numeric in zip(grads._fields, grads, central_differences(loss, args)):
         np.testing.assert_allclose(got, numeric, rtol=1e-6, atol=1e-8, err_msg=name)
 
 
@@ -194,7 +181,7 @@ def test_layer_gradients_by_central_differences(pair, reset_after, rng):
     layer.set_weights(args[1:])
     out, ctx = layer.forward(x, need_grad=True)
     dx, grads = layer.backward(d_out, ctx)
-    numeric = _central_differences(loss, args)
+    numeric = central_differences(loss, args)
     # the layer's gradients are in its own (kernel) layout: compare in Keras's
     got = [dx] + layer.weights_to_keras(grads)
     for k, (g, n) in enumerate(zip(got, numeric)):
