@@ -200,23 +200,30 @@ def _inference_chunk(T, B):
 
 
 # A call's products: the small GEMM (cgru/_native/_gemm_template.h) on parts of the batch, one
-# thread each, or BLAS. Measured on the benchmark shapes (Zen 4, float32): at one thread the
-# small GEMM runs the per-step products at the core's peak, 1.3-1.6x OpenBLAS for B = 32-64;
-# with more threads, parts of the batch on threads of their own beat OpenBLAS threading each
-# product. Whole steps at one thread, small GEMM against the best BLAS reachable through a
-# documented interface (SciPy's cython_blas, CGRU_SMALL_GEMM=0), on an AVX2-only EPYC (AVX2
-# form), benchmarks/small_gemm_vs_blas.py: inference 1.17x (medium) and 1.09x (large)
-# faster, training 0.88x and 0.69x (slower); on the Zen 4 machine (AVX-512) medium training
-# was 1.3x faster. The one-thread rules below are pinned by tests/test_plans.py; they need
-# re-measuring on both machines (see benchmarks/README.md).
-# Below _PARTS_MIN_FLOPS a call is too short to cut (set when each call started its own
-# threads; not re-measured with OpenMP's reused ones), and a part has at least
-# _PART_MIN_ROWS rows (the register tile). On one thread the small GEMM
-# needs a batch that fills its tile and weights worth packing: at (T, B, I, H) =
-# (50, 4, 32, 64) it was 1.33x slower than OpenBLAS, at the seed shape (10, 32, 20, 32)
-# 1.07-1.16x, at H = 64, B = 16 even, and 0.85-0.94x from H = 128 (B = 8 to 128).
+# thread each, or BLAS. The rules depend on the small GEMM's level, each set from measurements
+# on a CPU of that level; a part always has at least _PART_MIN_ROWS rows (the register tile).
+#
+# Level 2 (AVX-512; a Zen 4 EPYC, float32; pinned by tests/test_plans.py): at one thread the
+# small GEMM runs the per-step products at the core's peak, 1.3-1.6x OpenBLAS for B = 32-64,
+# but needs weights worth packing: at (T, B, I, H) = (50, 4, 32, 64) it was 1.33x slower than
+# OpenBLAS, at the seed shape (10, 32, 20, 32) 1.07-1.16x slower, at H = 64, B = 16 even, and
+# 0.85-0.94x from H = 128 (B = 8 to 128); medium training 1.3x faster. With more threads,
+# parts of the batch on threads of their own beat OpenBLAS threading each product, from
+# _PARTS_MIN_FLOPS (set when each call started its own threads, before OpenMP's reused team).
+#
+# Level 1 (AVX2 with FMA; an AVX2-only EPYC, float32): the small GEMM wins at one thread from
+# two rows on, at every shape measured; with one row BLAS's matrix-vector product wins. Whole
+# calls, one thread, small GEMM over BLAS (`python benchmarks/plan_rules.py`, figures in
+# benchmarks/README.md, "Plan rules per level"): seed 1.29 inference / 1.06-1.27 training,
+# (20, 8, 32, 64) 1.75 / 1.67, (50, 4, 32, 64) 2.73 / 2.62, (50, 2, 32, 64) 2.95 / 3.04,
+# small 1.36 / 0.95-1.40, medium 1.35 / 1.13, long 1.66 / 1.50, large 1.27 / 0.97; batch 1
+# 0.31-0.75; one step (T = 1) 1.0-1.6, left to BLAS as GRUCell's steps. At two threads
+# a call below _PARTS_MIN_FLOPS takes the small GEMM on one part too: the seed shape's fit
+# 30.8 ms against 36.1 ms in two parts (bench.py --modes fit-seed, one run, medians), and its
+# inference 1.21-1.32x BLAS on one thread.
 _PARTS_MIN_FLOPS = 20e6
 _PART_MIN_ROWS = 8
+_AVX2_MIN_ROWS = 2
 _SMALL_GEMM_MIN_H = 64
 # (small_gemm, parts) forced for every call, or None for the rules of _plan (tests set it).
 _PLAN_OVERRIDE = None
@@ -271,16 +278,22 @@ def _set_small_gemm_level(level):
 
 def _plan(T, B, I, H, small_gemm=True):
     """(small_gemm, parts) for a call on x (T, B, I) with H units; ``small_gemm=False`` (or
-    CGRU_SMALL_GEMM=0) keeps every product on BLAS."""
+    CGRU_SMALL_GEMM=0) keeps every product on BLAS. The rules of the small GEMM's level
+    (see above)."""
     if _PLAN_OVERRIDE is not None:
         return _PLAN_OVERRIDE
-    if not small_gemm or _small_gemm_level == 0 or B < _PART_MIN_ROWS:
-        return False, 1     # (a batch below the register tile never takes the small GEMM)
+    level = _small_gemm_level
+    if not small_gemm or level == 0 or B < (_PART_MIN_ROWS if level >= 2 else _AVX2_MIN_ROWS):
+        return False, 1     # BLAS: at level 2 below the register tile, at level 1 one row
     threads = get_num_threads()
     parts = min(threads, B // _PART_MIN_ROWS)
     if parts >= 2 and 6.0 * T * B * H * (I + H) >= _PARTS_MIN_FLOPS:
         return True, parts
-    if threads == 1 and B >= _PART_MIN_ROWS and H >= _SMALL_GEMM_MIN_H:
+    if level == 1:
+        # AVX2: two rows are enough, whatever the thread count; a one-step call stays on BLAS,
+        # as GRUCell computes it (the same bits: tests/test_cell.py)
+        return T >= 2, 1
+    if threads == 1 and H >= _SMALL_GEMM_MIN_H:
         return True, 1
     return False, 1         # small calls or batches, or too few rows to cut: BLAS
 

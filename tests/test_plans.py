@@ -114,7 +114,10 @@ def test_transposed_small_gemm_matches_numpy(gemm_level, dtype, rng):
 
 
 def test_plan_rules(monkeypatch):
+    """The rules of level 2 (AVX-512), where they were measured: set here on any CPU (only the
+    plan is asked, no product runs)."""
     small = _gru.SMALL_GEMM_AVAILABLE
+    monkeypatch.setattr(functional, "_small_gemm_level", 2 if small else 0)
     monkeypatch.setattr(functional, "_PLAN_OVERRIDE", None)
     monkeypatch.setattr(functional, "blas_threads", lambda: 1)
     assert functional._plan(100, 64, 128, 256) == (small, 1)
@@ -127,6 +130,27 @@ def test_plan_rules(monkeypatch):
     assert functional._plan(100, 12, 128, 256) == (False, 1)    # too few rows to cut
     monkeypatch.setattr(functional, "blas_threads", lambda: 8)
     assert functional._plan(100, 24, 128, 256) == ((True, 3) if small else (False, 1))
+
+
+def test_avx2_plan_rules(monkeypatch):
+    """Level 1 (AVX2): the small GEMM from two rows on, at any thread count; parts from
+    _PARTS_MIN_FLOPS (benchmarks/README.md, "Plan rules per level")."""
+    monkeypatch.setattr(functional, "_small_gemm_level", 1)
+    monkeypatch.setattr(functional, "_PLAN_OVERRIDE", None)
+    monkeypatch.setattr(functional, "blas_threads", lambda: 1)
+    assert functional._plan(10, 32, 20, 32) == (True, 1)
+    assert functional._plan(100, 64, 256, 512) == (True, 1)
+    assert functional._plan(50, 4, 32, 64) == (True, 1)
+    assert functional._plan(50, 2, 32, 64) == (True, 1)
+    assert functional._plan(10, 1, 32, 128) == (False, 1)       # one row: BLAS's GEMV
+    assert functional._plan(1, 32, 20, 32) == (False, 1)        # one step: as GRUCell
+    assert functional._plan(10, 32, 20, 32, small_gemm=False) == (False, 1)
+    monkeypatch.setattr(functional, "blas_threads", lambda: 2)
+    assert functional._plan(10, 32, 20, 32) == (True, 1)        # too short to cut
+    assert functional._plan(100, 64, 128, 256) == (True, 2)
+    assert functional._plan(100, 12, 128, 256) == (True, 1)     # too few rows to cut
+    monkeypatch.setattr(functional, "_small_gemm_level", 0)     # CGRU_SMALL_GEMM=0
+    assert functional._plan(10, 32, 20, 32) == (False, 1)
 
 
 def test_calls_from_several_threads_each_with_parts(gemm_level, monkeypatch):
