@@ -201,7 +201,7 @@ def _inference_chunk(T, B):
 
 # A call's products: the small GEMM (cgru/_native/_gemm_template.h) on parts of the batch, one
 # thread each, or BLAS. The rules depend on the small GEMM's level, each set from measurements
-# on a CPU of that level; a part always has at least _PART_MIN_ROWS rows (the register tile).
+# on a CPU of that level.
 #
 # Level 2 (AVX-512; a Zen 4 EPYC, float32; pinned by tests/test_plans.py): at one thread the
 # small GEMM runs the per-step products at the core's peak, 1.3-1.6x OpenBLAS for B = 32-64,
@@ -209,7 +209,8 @@ def _inference_chunk(T, B):
 # OpenBLAS, at the seed shape (10, 32, 20, 32) 1.07-1.16x slower, at H = 64, B = 16 even, and
 # 0.85-0.94x from H = 128 (B = 8 to 128); medium training 1.3x faster. With more threads,
 # parts of the batch on threads of their own beat OpenBLAS threading each product, from
-# _PARTS_MIN_FLOPS (set when each call started its own threads, before OpenMP's reused team).
+# _PARTS_MIN_FLOPS (set when each call started its own threads, before OpenMP's reused team),
+# each part at least _PART_MIN_ROWS rows (the register tile).
 #
 # Level 1 (AVX2 with FMA; an AVX2-only EPYC, float32): the small GEMM wins at one thread from
 # two rows on, at every shape measured; with one row BLAS's matrix-vector product wins. Whole
@@ -217,13 +218,17 @@ def _inference_chunk(T, B):
 # benchmarks/README.md, "Plan rules per level"): seed 1.29 inference / 1.06-1.27 training,
 # (20, 8, 32, 64) 1.75 / 1.67, (50, 4, 32, 64) 2.73 / 2.62, (50, 2, 32, 64) 2.95 / 3.04,
 # small 1.36 / 0.95-1.40, medium 1.35 / 1.13, long 1.66 / 1.50, large 1.27 / 0.97; batch 1
-# 0.31-0.75; one step (T = 1) 1.0-1.6, left to BLAS as GRUCell's steps. At two threads
-# a call below _PARTS_MIN_FLOPS takes the small GEMM on one part too: the seed shape's fit
-# 30.8 ms against 36.1 ms in two parts (bench.py --modes fit-seed, one run, medians), and its
-# inference 1.21-1.32x BLAS on one thread.
+# 0.31-0.75; one step (T = 1) 1.0-1.6, left to BLAS as GRUCell's steps. A part needs only
+# _AVX2_PART_MIN_ROWS rows: at two threads (100, 12, 128, 256) in two parts of 6 rows was
+# 2.79 / 2.16 over BLAS's two threads, one part 1.47 / 1.26; (50, 4, 128, 256) in parts of
+# 2 rows 2.27 / 2.06, one part 2.50 / 1.71. At two threads a call below _PARTS_MIN_FLOPS
+# takes the small GEMM on one part too: the seed shape's fit 30.8 ms against 36.1 ms in two
+# parts (bench.py --modes fit-seed, one run, medians), its inference 1.21-1.32x BLAS on one
+# thread.
 _PARTS_MIN_FLOPS = 20e6
 _PART_MIN_ROWS = 8
 _AVX2_MIN_ROWS = 2
+_AVX2_PART_MIN_ROWS = 4
 _SMALL_GEMM_MIN_H = 64
 # (small_gemm, parts) forced for every call, or None for the rules of _plan (tests set it).
 _PLAN_OVERRIDE = None
@@ -286,7 +291,7 @@ def _plan(T, B, I, H, small_gemm=True):
     if not small_gemm or level == 0 or B < (_PART_MIN_ROWS if level >= 2 else _AVX2_MIN_ROWS):
         return False, 1     # BLAS: at level 2 below the register tile, at level 1 one row
     threads = get_num_threads()
-    parts = min(threads, B // _PART_MIN_ROWS)
+    parts = min(threads, B // (_PART_MIN_ROWS if level >= 2 else _AVX2_PART_MIN_ROWS))
     if parts >= 2 and 6.0 * T * B * H * (I + H) >= _PARTS_MIN_FLOPS:
         return True, parts
     if level == 1:

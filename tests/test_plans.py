@@ -148,7 +148,8 @@ def test_avx2_plan_rules(monkeypatch):
     monkeypatch.setattr(functional, "blas_threads", lambda: 2)
     assert functional._plan(10, 32, 20, 32) == (True, 1)        # too short to cut
     assert functional._plan(100, 64, 128, 256) == (True, 2)
-    assert functional._plan(100, 12, 128, 256) == (True, 1)     # too few rows to cut
+    assert functional._plan(100, 12, 128, 256) == (True, 2)     # parts of 6 rows
+    assert functional._plan(100, 7, 128, 256) == (True, 1)      # too few rows to cut
     monkeypatch.setattr(functional, "_small_gemm_level", 0)     # CGRU_SMALL_GEMM=0
     assert functional._plan(10, 32, 20, 32) == (False, 1)
 
