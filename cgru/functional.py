@@ -537,6 +537,8 @@ def _run_backward(dy, dh_n, cache, need_dx):
     dtype = cache.dtype
     empty = T == 0 or B == 0
     new = np.zeros if empty else np.empty       # as in gru_forward
+    # large arrays from POOL, small ones from NumPy directly, as in _run_forward
+    pooled = np.empty if T * B * 3 * H * dtype.itemsize < POOL.min_bytes else POOL.empty
     weight_shape = (lambda K: (K, 3 * H)) if cache.weights_t else (lambda K: (3 * H, K))
     dw_ih = new(weight_shape(I), dtype)
     dw_hh = new(weight_shape(H), dtype)
@@ -547,7 +549,7 @@ def _run_backward(dy, dh_n, cache, need_dx):
     elif empty:
         dx = np.zeros((T, B, I), dtype)
     else:
-        dx = POOL.empty((T, B, I), dtype)
+        dx = pooled((T, B, I), dtype)
     dh = np.empty((2, B, H), dtype)
     if dh_n is None:
         dh[0] = 0
@@ -557,8 +559,8 @@ def _run_backward(dy, dh_n, cache, need_dx):
         return dx, dh[0].copy(), dw_ih, dw_hh, db_ih, db_hh
 
     dy = _no_rows(B, H, dtype) if dy is None else np.ascontiguousarray(dy)
-    d_gates = POOL.empty((T, B, 3 * H), dtype)
-    d_aux = POOL.empty((T if cache.reset_after else 1, B, H), dtype)
+    d_gates = pooled((T, B, 3 * H), dtype)
+    d_aux = pooled((T if cache.reset_after else 1, B, H), dtype)
     scratch = None
     if cache.hold or cache.rec_mask is not None:
         scratch = np.empty((2, B, H), dtype)

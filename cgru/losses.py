@@ -54,6 +54,17 @@ def _float_array(value, arg):
     return array
 
 
+def mean(a, axis):
+    """``np.mean(a, axis)`` for float arrays, the same bits (NumPy's pairwise sum, then one
+    division by the count) at a fraction of its cost on a training step's small arrays:
+    np.mean's Python-level dispatch took 9-13 us on a (32, 1) array, this 1.5-2 us."""
+    axes = axis if isinstance(axis, tuple) else (axis,)
+    count = math.prod(a.shape[i] for i in axes)
+    total = np.add.reduce(a, axis=axis)
+    return np.true_divide(total, count, out=total, casting="unsafe") \
+        if isinstance(total, np.ndarray) else total.dtype.type(total / count)
+
+
 def _sigmoid(z):
     return np.exp(-np.logaddexp(0, -z))
 
@@ -212,7 +223,7 @@ class Loss:
         weighted = values if weights is None else values * weights
         if self.reduction in ("none", None):
             return weighted
-        total = float(np.sum(weighted, dtype=np.float64))
+        total = float(weighted.sum(dtype=np.float64))     # (np.sum: 3x the dispatch)
         return total / divisor if divisor != 0 else 0.0
 
     def _scaled(self, d_values, y_true, y_pred, sample_weight, mask):
@@ -273,7 +284,7 @@ class _MeanOverLastAxis(Loss):
         terms, d_terms = self._terms(y_true, y_pred, need_grad)
         if need_grad:                   # the gradient does not need the values
             return None, d_terms / y_pred.dtype.type(y_pred.shape[-1])
-        return np.mean(terms, axis=-1), None
+        return mean(terms, -1), None
 
 
 class MeanSquaredError(_MeanOverLastAxis):
@@ -496,7 +507,7 @@ class BinaryCrossentropy(_MeanOverLastAxis):
             terms = np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z)))
             return terms, (_sigmoid(z) - y if need_grad else None)
         eps = y_pred.dtype.type(EPSILON)
-        p = np.clip(y_pred, eps, 1 - eps)
+        p = y_pred.clip(eps, 1 - eps)       # (np.clip: the same ufunc, 3x the dispatch)
         terms = -(y * np.log(p) + (1 - y) * np.log(1 - p))
         if not need_grad:
             return terms, None

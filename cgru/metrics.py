@@ -64,7 +64,7 @@ def _samplewise(values, sample_weight):
         if weight_ndim > 1:
             sample_weight = np.mean(sample_weight, axis=tuple(range(1, weight_ndim)))
     if values.ndim > 1:
-        values = np.mean(values, axis=tuple(range(1, values.ndim)))
+        values = losses_mod.mean(values, tuple(range(1, values.ndim)))
     return values, sample_weight
 
 
@@ -117,9 +117,9 @@ class MeanMetricWrapper(Metric):
         values = self.values(np.asarray(y_true), np.asarray(y_pred))
         weights = _weights_with_mask(sample_weight, mask)
         values, weights = _samplewise(values, weights)
-        self.total += float(np.sum(values, dtype=np.float64))
+        self.total += float(values.sum(dtype=np.float64))
         if weights is not None:
-            self.count += float(np.sum(weights, dtype=np.float64))
+            self.count += float(weights.sum(dtype=np.float64))
         else:
             self.count += values.shape[0] if values.ndim >= 1 else 1
 
