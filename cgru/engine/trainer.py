@@ -93,8 +93,14 @@ class _EpochLogs:
     def __init__(self, loss_keys, metrics):
         self.loss_keys = loss_keys          # [(log key, output index or None)]
         self.metrics = metrics              # [(log key, output index, metric, weighted)]
-        self.sums = {key: 0.0 for key, _ in loss_keys}
+        self.reset()
+
+    def reset(self):
+        """Back to no sample seen, the metrics' states too (Keras resets them each epoch)."""
+        self.sums = {key: 0.0 for key, _ in self.loss_keys}
         self.seen = 0
+        for _, _, metric, _ in self.metrics:
+            metric.reset_state()
 
     def update(self, n, total, per_output, ys, ys_pred, masks, sws):
         self.seen += n
@@ -420,21 +426,20 @@ class Trainer:
         # a callback (BackupAndRestore) may say where to resume, as in Keras
         initial_epoch = self._initial_epoch or initial_epoch
         epoch_logs = None
-        running, first_batch = None, None
+        running = None
         for epoch in range(initial_epoch, epochs):
             cbs.on_epoch_begin(epoch)
             if verbose and epochs > 1:      # as Keras' ProgbarLogger
                 print(f"Epoch {epoch + 1}/{epochs}", flush=True)
             bar = Progbar(epochs_iterator.num_steps, verbose=verbose)
             logs, done = {}, 0
-            if first_batch is not None:       # fresh metrics each epoch
-                running = self._new_logs(*first_batch)
+            if running is not None:     # fresh sums and metric states each epoch
+                running.reset()
             for step, batch in epochs_iterator.epoch():
                 xb, yb, swb = self._prepare_batch(batch, adapter)
                 cbs.on_train_batch_begin(step)
                 loss, per_output, ys_pred, masks = self._train_step(xb, yb, swb)
-                if running is None:
-                    first_batch = (yb, ys_pred)
+                if running is None:         # metrics made once, for the outputs' shapes
                     running = self._new_logs(yb, ys_pred)
                 done = step + 1
                 if not math.isfinite(loss):
