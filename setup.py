@@ -37,6 +37,9 @@ compile_args = ["-O0", "-g"] if DEBUG else [
     "-O3", "-g0", "-fno-trapping-math", "--param=vect-max-version-for-alias-checks=64"]
 if NATIVE:
     compile_args.append("-march=native")
+# Per module: the optimizer rules must round each operation as NumPy does (the same bits as
+# the NumPy rule), so no multiply-add contraction; errno is never read, so sqrt may vectorize.
+module_args = {"_optim": ["-ffp-contract=off", "-fno-math-errno"]}
 # Threads: OpenMP, as scikit-learn ships it (libgomp with gcc; the wheel links it).
 openmp_args = ["/openmp"] if sys.platform == "win32" else ["-fopenmp"]
 openmp_link = [] if sys.platform == "win32" else ["-fopenmp"]
@@ -46,7 +49,8 @@ extensions = [
         path[:-4].replace(os.sep, "."),
         [path],
         include_dirs=[numpy.get_include(), os.path.dirname(path)],
-        extra_compile_args=compile_args + openmp_args,
+        extra_compile_args=compile_args + openmp_args
+        + module_args.get(os.path.basename(path)[:-4], []),
         extra_link_args=openmp_link,
         define_macros=[("CGRU_DEBUG_CHECKS", "1" if DEBUG else "0"),
                        ("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],

@@ -12,7 +12,7 @@ from contextlib import nullcontext
 
 import numpy as np
 
-from cgru._native import _loops, _step
+from cgru._native import _loops, _optim, _step
 from cgru._pool import POOL
 from cgru._threads import blas_on_one_thread, blas_threads
 
@@ -701,3 +701,11 @@ def _layer_backward(dy, dh_n, cache, need_dx=True):
     d_recurrent_kernel, db_ih, db_hh), the weight gradients in the layers' layout. With
     need_dx=False (a model's first layer) no dx is computed at all."""
     return _run_backward(dy, dh_n, cache, bool(need_dx))
+
+
+def _adam_update(weights, grads, momenta, velocities, scalars):
+    """Tier 3's entry to the fused Adam rule (cgru/_native/_optim.pyx): one pass per weight,
+    in place. The caller (cgru.optimizers.Adam) has checked the arrays: C-contiguous, of the
+    weights' dtype and shapes. scalars: (alpha, 1 - beta_1, 1 - beta_2, epsilon) in that
+    dtype."""
+    _optim.adam_step(weights, grads, momenta, velocities, *scalars)

@@ -263,10 +263,30 @@ class Optimizer:
         if not self.built:
             self.build(params)
         self._bind(params)
-        grad_units = self._prepare_gradients(params, grads)
-        update = not self.gradient_accumulation_steps or self._accumulate_or_average()
-        self._step_groups(grad_units, update)
+        if not self._fused_step(params, grads):
+            grad_units = self._prepare_gradients(params, grads)
+            update = not self.gradient_accumulation_steps or self._accumulate_or_average()
+            self._step_groups(grad_units, update)
         self._iterations += 1
+
+    def _plain_step(self, params, grads):
+        """Does this step run the rule alone (no gradient scaling, clipping, accumulation,
+        weight decay or EMA) on gradients that are C-contiguous arrays of their weights'
+        dtypes and shapes?"""
+        if (self.weight_decay is not None or self.use_ema or self.loss_scale_factor is not None
+                or self.clipnorm is not None or self.clipvalue is not None
+                or self.global_clipnorm is not None or self.gradient_accumulation_steps):
+            return False
+        for g, p in zip(grads, params):
+            if type(g) is not np.ndarray or g.dtype != p.dtype or g.shape != p.shape \
+                    or not g.flags.c_contiguous or not p.flags.c_contiguous:
+                return False
+        return True
+
+    def _fused_step(self, params, grads):
+        """The step as one native pass per weight, where a rule has one (Adam); returns
+        whether it ran. The default: no."""
+        return False
 
     def _step_groups(self, grad_units, update):
         """Per group: weight decay and the rule (when ``update``), then the EMA, on the flat
