@@ -19,7 +19,12 @@ A functional model's config.json is ``{"class_name": "Functional", "config": {"l
 [...], "input_layers": ..., "output_layers": ...}}``: each layer entry carries its ``name``
 and ``inbound_nodes``, one per call, whose ``args`` are the input tensors named by
 ``keras_history`` ([layer name, call number, output index]); ``input_layers`` and
-``output_layers`` name the model's tensors the same way (one, a list, or a dict by name). Its
+``output_layers`` name the model's tensors the same way (one, a list, or a dict by name). A
+layer with several outputs (``GRU(return_state=True)``: [output, state]; ``Bidirectional``:
+[y_fwd, y_bwd] with ``merge_mode=None``, then [h_fwd, h_bwd] with ``return_state=True``)
+has each output named by its index there, in that order, which is the order of cgru's
+outputs too. A GRU's ``initial_state`` given as a graph tensor (a call keyword) is refused:
+cgru's functional models do not take it as a call input. Its
 HDF5 groups follow ``model.layers``, InputLayers ("input_layer") and merging layers included,
 their ``vars`` empty.
 
@@ -231,7 +236,7 @@ def _penalty_entries(layer, weights):
 
 
 def _gru_from_keras(spec, config, input_shape, where):
-    _require(config, where, {"stateful": False, "return_state": False})
+    _require(config, where, {"stateful": False})
     seed = config.get("seed")
     kwargs = {"recurrent_dropout": float(config.get("recurrent_dropout", 0.0)),
               "zero_output_for_mask": bool(config.get("zero_output_for_mask", False))}
@@ -252,6 +257,7 @@ def _gru_from_keras(spec, config, input_shape, where):
 
 def _gru_of(config, input_shape, where, seed, kwargs):
     return L.GRU(config["units"], return_sequences=bool(config.get("return_sequences", False)),
+                 return_state=bool(config.get("return_state", False)),
                  use_bias=bool(config.get("use_bias", True)),
                  trainable=bool(config.get("trainable", True)),
                  **_penalties(config, ("kernel", "recurrent", "bias")),
@@ -268,12 +274,9 @@ def _gru_to_keras(spec, layer):
         raise NotImplementedError(f"Layer '{layer.name}': stateful=True is not written to "
                                   "Keras files by cgru (it needs the batch size in the "
                                   "InputLayer).")
-    if layer.return_state:
-        raise NotImplementedError(f"Layer '{layer.name}': return_state=True (several "
-                                  "outputs) is not written to Keras files by cgru.")
     config = layer.get_config()
     return {"name": layer.name, "trainable": layer.trainable, "dtype": layer.dtype.name,
-            "return_sequences": layer.return_sequences, "return_state": False,
+            "return_sequences": layer.return_sequences, "return_state": layer.return_state,
             "go_backwards": layer.go_backwards, "stateful": False, "unroll": False,
             "zero_output_for_mask": layer.zero_output_for_mask,
             "units": layer.units, "activation": layer.activation,
@@ -301,8 +304,9 @@ def _bidirectional_from_keras(spec, config, input_shape, where):
             raise NotImplementedError(f"{where} has a Keras {backward.get('class_name')} "
                                       "backward layer; cgru's backward layer is a GRU.")
         mirrored = dict(inner["config"], go_backwards=not forward.go_backwards)
-        for key in ("units", "reset_after", "go_backwards", "return_sequences", "dropout",
-                    "activation", "recurrent_activation", "recurrent_dropout"):
+        for key in ("units", "reset_after", "go_backwards", "return_sequences",
+                    "return_state", "dropout", "activation", "recurrent_activation",
+                    "recurrent_dropout"):
             if backward["config"].get(key) != mirrored.get(key):
                 raise NotImplementedError(
                     f"{where}: its backward layer differs from the forward layer in {key!r} "
@@ -313,10 +317,6 @@ def _bidirectional_from_keras(spec, config, input_shape, where):
 
 
 def _bidirectional_to_keras(spec, layer):
-    if layer.merge_mode is None or layer.return_state:
-        raise NotImplementedError(f"Layer '{layer.name}' returns several outputs "
-                                  "(merge_mode=None or return_state=True), which cgru does "
-                                  "not write to Keras files.")
     inner = _gru_to_keras(spec, layer.forward_layer)
     return {"name": layer.name, "trainable": layer.trainable, "dtype": layer.dtype.name,
             "merge_mode": layer.merge_mode,
@@ -636,19 +636,29 @@ def _functional_from_keras(config):
     """A cgru functional Model from a Keras 3 Functional config: each Keras layer made once,
     then called on the tensors of its inbound nodes in an order where every input exists
     (each layer's calls in their order, so that call numbers match). Keras ops that only
-    compute the masks passed as ``mask=`` (an Embedding's ``not_equal``) are left out: cgru
-    layers pass masks along the graph themselves."""
+    compute the masks passed as ``mask=`` (an Embedding's ``not_equal``, a Masking layer's
+    ``not_equal`` and ``any``) are left out: cgru layers pass masks along the graph
+    themselves."""
     Model = saving.registered_class("Model")
     model_config = config["config"]
     entries = model_config.get("layers", [])
     where_model = f"Keras model {model_config.get('name')!r}"
     input_refs, output_refs = model_config["input_layers"], model_config["output_layers"]
-    used = {r[0] for e in entries for node in e.get("inbound_nodes", [])
-            for r in _refs_in(node.get("args", []))}
+    # the layers the outputs read through positional arguments: an op reached only through
+    # a `mask=` keyword (and the ops feeding it: a Masking layer's not_equal, then any) is
+    # not one of them
+    by_name = {e.get("name") or e.get("config", {}).get("name"): e for e in entries}
+    used, todo = set(), []
     for refs in (input_refs, output_refs):
-        flat = [refs] if _is_ref(refs) else list(refs.values()) if isinstance(
+        todo += [refs] if _is_ref(refs) else list(refs.values()) if isinstance(
             refs, dict) else list(refs)
-        used |= {r[0] for r in flat}
+    while todo:
+        name = todo.pop()[0]
+        if name in used:
+            continue
+        used.add(name)
+        todo += [r for node in by_name.get(name, {}).get("inbound_nodes", [])
+                 for r in _refs_in(node.get("args", []))]
     calls, pending = {}, []
     for entry in entries:
         name = entry.get("name") or entry.get("config", {}).get("name")
@@ -669,6 +679,12 @@ def _functional_from_keras(config):
         for number, node in enumerate(entry.get("inbound_nodes", [])):
             args, kwargs = node.get("args", []), node.get("kwargs", {}) or {}
             extra = sorted(k for k in kwargs if k not in ("training", "mask"))
+            if "initial_state" in extra:
+                raise NotImplementedError(
+                    f"{where_model}: layer {name!r} is called with `initial_state=` taken "
+                    "from the graph (an encoder's states starting a decoder, say); cgru's "
+                    "functional models do not take initial_state as a call input (a direct "
+                    "call takes it as an array).")
             if len(args) != 1 or extra:
                 raise NotImplementedError(
                     f"{where_model}: layer {name!r} is called with arguments cgru does not "
@@ -859,13 +875,19 @@ def _compile_from_keras(model, compile_config):
     loss = _per_output(compile_config.get("loss"), _loss_from_keras)
     if isinstance(loss, dict):
         loss = {k: v for k, v in loss.items() if v is not None}
-    metrics = compile_config.get("metrics") or []
+    # no metrics: None (an empty list would be one per output for several outputs)
+    metrics = compile_config.get("metrics") or None
     if isinstance(metrics, str) or (isinstance(metrics, dict) and "class_name" in metrics):
         metrics = [metrics]
     weighted = compile_config.get("weighted_metrics")
+    loss_weights = compile_config.get("loss_weights")
+    if isinstance(loss, list) and isinstance(loss_weights, dict):
+        # Keras pairs a list of losses with a dict of weights in the dict's sorted key
+        # order (tree.flatten), not by output name
+        loss_weights = [loss_weights[k] for k in sorted(loss_weights)]
     model.compile(optimizer=_optimizer_from_keras(compile_config["optimizer"]), loss=loss,
-                  metrics=_metric_names_from_keras(metrics),
-                  loss_weights=compile_config.get("loss_weights"),
+                  metrics=None if metrics is None else _metric_names_from_keras(metrics),
+                  loss_weights=loss_weights,
                   weighted_metrics=None if weighted is None
                   else _metric_names_from_keras(weighted))
 
@@ -898,7 +920,10 @@ def _keras_compile_config(model):
     weights = list(getattr(model, "_loss_weights", [1.0]))
     loss_weights = None
     if any(w != 1.0 for w in weights):
-        loss_weights = weights[0] if single else dict(zip(names, weights))
+        # in the loss's structure: Keras pairs a dict of weights with a list of losses in
+        # the dict's sorted key order, not by name
+        loss_weights = weights[0] if single else dict(zip(names, weights)) if isinstance(
+            loss, dict) else weights
     return {"optimizer": _keras_optimizer_entry(model.optimizer),
             "loss": keras_loss, "loss_weights": loss_weights,
             "metrics": by_output(getattr(model, "_output_metrics", [[]])),
