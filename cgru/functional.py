@@ -221,14 +221,17 @@ def _inference_chunk(T, B):
 # 0.31-0.75; one step (T = 1) 1.0-1.6, left to BLAS as GRUCell's steps. A part needs only
 # _AVX2_PART_MIN_ROWS rows: at two threads (100, 12, 128, 256) in two parts of 6 rows was
 # 2.79 / 2.16 over BLAS's two threads, one part 1.47 / 1.26; (50, 4, 128, 256) in parts of
-# 2 rows 2.27 / 2.06, one part 2.50 / 1.71. At two threads a call below _PARTS_MIN_FLOPS
-# takes the small GEMM on one part too: the seed shape's fit 30.8 ms against 36.1 ms in two
-# parts (bench.py --modes fit-seed, one run, medians), its inference 1.21-1.32x BLAS on one
-# thread.
+# 2 rows 2.27 / 2.06, one part 2.50 / 1.71. Parts pay from _AVX2_PARTS_MIN_FLOPS: at two
+# threads the seed shape (3.2 MFLOP) in two parts against one, same run (bench.py, medians):
+# fit 21.5-21.9 ms against 22.9-24.2, a training step 315-319 us against 368-393, inference
+# 111-135 us against 140-156; in plan_rules.py (10, 64, 20, 32) inference 1.64-1.66x BLAS
+# against 1.10-1.19x, (50, 8, 32, 32) 1.64-2.04 against 1.60-1.74; (5, 16, 20, 32) (0.8
+# MFLOP) even.
 _PARTS_MIN_FLOPS = 20e6
 _PART_MIN_ROWS = 8
 _AVX2_MIN_ROWS = 2
 _AVX2_PART_MIN_ROWS = 4
+_AVX2_PARTS_MIN_FLOPS = 2e6
 _SMALL_GEMM_MIN_H = 64
 # (small_gemm, parts) forced for every call, or None for the rules of _plan (tests set it).
 _PLAN_OVERRIDE = None
@@ -292,7 +295,8 @@ def _plan(T, B, I, H, small_gemm=True):
         return False, 1     # BLAS: at level 2 below the register tile, at level 1 one row
     threads = get_num_threads()
     parts = min(threads, B // (_PART_MIN_ROWS if level >= 2 else _AVX2_PART_MIN_ROWS))
-    if parts >= 2 and 6.0 * T * B * H * (I + H) >= _PARTS_MIN_FLOPS:
+    min_flops = _PARTS_MIN_FLOPS if level >= 2 else _AVX2_PARTS_MIN_FLOPS
+    if parts >= 2 and 6.0 * T * B * H * (I + H) >= min_flops:
         return True, parts
     if level == 1:
         # AVX2: two rows are enough, whatever the thread count; a one-step call stays on BLAS,

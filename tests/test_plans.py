@@ -133,8 +133,8 @@ def test_plan_rules(monkeypatch):
 
 
 def test_avx2_plan_rules(monkeypatch):
-    """Level 1 (AVX2): the small GEMM from two rows on, at any thread count; parts from
-    _PARTS_MIN_FLOPS (benchmarks/README.md, "Plan rules per level")."""
+    """Level 1 (AVX2): the small GEMM from two rows on, at any thread count; parts of four
+    rows or more from _AVX2_PARTS_MIN_FLOPS (benchmarks/README.md, "Plan rules per level")."""
     monkeypatch.setattr(functional, "_small_gemm_level", 1)
     monkeypatch.setattr(functional, "_PLAN_OVERRIDE", None)
     monkeypatch.setattr(functional, "blas_threads", lambda: 1)
@@ -146,7 +146,8 @@ def test_avx2_plan_rules(monkeypatch):
     assert functional._plan(1, 32, 20, 32) == (False, 1)        # one step: as GRUCell
     assert functional._plan(10, 32, 20, 32, small_gemm=False) == (False, 1)
     monkeypatch.setattr(functional, "blas_threads", lambda: 2)
-    assert functional._plan(10, 32, 20, 32) == (True, 1)        # too short to cut
+    assert functional._plan(10, 32, 20, 32) == (True, 2)        # 3.2 MFLOP
+    assert functional._plan(5, 16, 20, 32) == (True, 1)         # 0.8 MFLOP: too short to cut
     assert functional._plan(100, 64, 128, 256) == (True, 2)
     assert functional._plan(100, 12, 128, 256) == (True, 2)     # parts of 6 rows
     assert functional._plan(100, 7, 128, 256) == (True, 1)      # too few rows to cut
