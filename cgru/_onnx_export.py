@@ -24,6 +24,12 @@ bias (``bias[0]``, ``bias[1]`` when ``reset_after=True``; ``bias`` and zeros oth
 ``reset_after=True`` is ONNX's ``linear_before_reset=1``: ``h~ = g(W_h x + Wb_h +
 r * (R_h h + Rb_h))``; ``reset_after=False`` is ``linear_before_reset=0``.
 
+The GRU's ``recurrent_activation`` is ONNX's f and its ``activation`` g. The node carries
+them (``activations``, with ``activation_alpha``/``activation_beta``) when onnxruntime's CPU
+GRU computes both: tanh, sigmoid, hard_sigmoid (HardSigmoid, alpha 1/6, beta 1/2), relu,
+linear (Affine, alpha 1, beta 0), softsign, elu (Elu, alpha 1). A GRU using selu, gelu or
+silu becomes the Scan over the cell described below, its activations as standard ops.
+
 ONNX's ``direction="reverse"`` returns ``Y`` aligned with the input's time steps, whereas a
 Keras/cgru ``GRU(go_backwards=True, return_sequences=True)`` returns its outputs in processing
 order (last time step first), so a ``Slice`` with step -1 reverses ``Y`` for it. A
@@ -36,13 +42,15 @@ with ``zero_output_for_mask`` (which Keras's Bidirectional sets on both halves w
 sequences) a masked step's output is zero, and so is the last output when the last step is
 masked.
 ONNX's ``sequence_lens`` describes right padding only (and zeroes the padded outputs), so the
-masked GRU is a ``Scan`` whose body is the cell: the input projection ``x @ kernel + b`` of
+masked GRU is a ``Scan`` (the same as for the activations above, with the mask) whose body is
+the cell: the input projection ``x @ kernel + b`` of
 every step in one ``MatMul`` before it, and per step the recurrent ``MatMul``, the gates, and
 ``Where(mask_t, h_new, h_prev)``. It is built from the layer's config and weights alone.
 """
 import numpy as np
 
 from ._files import atomic_output
+from . import activations
 from . import layers as L
 from .models import Sequential
 
@@ -62,8 +70,8 @@ def _import_onnx():
 class _GraphBuilder:
     """Collects nodes and initializers under unique names (shared with subgraphs)."""
 
-    def __init__(self, onnx, counter=None):
-        self.onnx = onnx
+    def __init__(self, onnx, opset, counter=None):
+        self.onnx, self.opset = onnx, opset
         self.nodes, self.initializers = [], []
         self._counter = counter if counter is not None else [0]
 
@@ -73,7 +81,7 @@ class _GraphBuilder:
 
     def sub(self):
         """A builder for a subgraph (a Scan body) whose names stay unique in the model."""
-        return _GraphBuilder(self.onnx, self._counter)
+        return _GraphBuilder(self.onnx, self.opset, self._counter)
 
     def constant(self, base, array):
         name = self.name(base)
@@ -95,6 +103,12 @@ class _GraphBuilder:
     def transpose(self, x, perm):
         return self.node("Transpose", [x], perm=list(perm))
 
+    def split(self, x, sizes, axis):
+        """``x`` cut along ``axis`` into pieces of ``sizes`` (given as an input, which every
+        opset from 13 on reads the same way)."""
+        return self.node("Split", [x, self.i64("split", sizes)], n_outputs=len(sizes),
+                         axis=axis)
+
 
 def _float32(array):
     return np.ascontiguousarray(array, dtype=np.float32)
@@ -109,17 +123,38 @@ def _passes(layer, mask):
 # ---------------------------------------------------------------------------------------------
 # activations, Dense, Activation, identities
 # ---------------------------------------------------------------------------------------------
-_ACTIVATION_OPS = {"sigmoid": "Sigmoid", "tanh": "Tanh", "relu": "Relu"}
+# cgru.activations' definitions (Keras 3's) as standard ops. hard_sigmoid's relu6(x + 3) / 6
+# is HardSigmoid(alpha=1/6, beta=1/2) (within an ulp: alpha is 1/6 rounded to float32); gelu
+# is x / 2 * (1 + erf(x / sqrt(2))) with 1 / sqrt(2) rounded to float32 as cgru and TensorFlow
+# round it (GELU_C), the opset-20 Gelu op where the opset has it.
+_ACTIVATION_OPS = {"sigmoid": ("Sigmoid", {}), "tanh": ("Tanh", {}), "relu": ("Relu", {}),
+                   "softsign": ("Softsign", {}),
+                   "hard_sigmoid": ("HardSigmoid", {"alpha": 1 / 6, "beta": 0.5}),
+                   "elu": ("Elu", {"alpha": 1.0}),
+                   "selu": ("Selu", {"alpha": activations.SELU_ALPHA,
+                                     "gamma": activations.SELU_SCALE})}
 
 
 def _activation(graph, name, x):
+    """The nodes computing activation ``name`` of ``x``; ``x`` itself for linear."""
+    name = "silu" if name == "swish" else name
     if name is None or name == "linear":
         return x
     if name == "softmax":
         return graph.node("Softmax", [x], axis=-1)
-    if name not in _ACTIVATION_OPS:
-        raise NotImplementedError(f"activation={name!r} has no ONNX export.")
-    return graph.node(_ACTIVATION_OPS[name], [x])
+    if name in _ACTIVATION_OPS:
+        op, attributes = _ACTIVATION_OPS[name]
+        return graph.node(op, [x], **attributes)
+    if name == "silu":                                                  # x * sigmoid(x)
+        return graph.node("Mul", [x, graph.node("Sigmoid", [x])])
+    if name == "gelu":
+        if graph.opset >= 20:
+            return graph.node("Gelu", [x], approximate="none")
+        erf = graph.node("Erf", [graph.node("Mul", [x, graph.f32("gelu_c",
+                                                                  activations.GELU_C)])])
+        half_x = graph.node("Mul", [x, graph.f32("half", 0.5)])
+        return graph.node("Mul", [half_x, graph.node("Add", [erf, graph.f32("one", 1)])])
+    raise NotImplementedError(f"activation={name!r} has no ONNX export.")
 
 
 def _dense(graph, dense, x, mask, shape):
@@ -359,30 +394,67 @@ def _check_recurrent(layer):
         raise NotImplementedError(f"Layer '{layer.name}': return_state=True returns several "
                                   "outputs; the ONNX export writes one-output models.")
     for cell in cells:
-        if (cell.activation, cell.recurrent_activation) != ("tanh", "sigmoid"):
-            raise NotImplementedError(
-                f"Layer '{layer.name}': GRU(activation={cell.activation!r}, "
-                f"recurrent_activation={cell.recurrent_activation!r}) is not exported to "
-                "ONNX (the export writes ONNX's default tanh/sigmoid GRU).")
+        for argument in ("activation", "recurrent_activation"):
+            name = getattr(cell, argument)
+            if name not in _GRU_OP_ACTIVATIONS and name not in _SCAN_ACTIVATIONS:
+                raise NotImplementedError(f"Layer '{layer.name}': GRU({argument}={name!r}) "
+                                          "has no ONNX export.")
     if len({c.reset_after for c in cells}) != 1:
         raise NotImplementedError(f"Layer '{layer.name}' mixes reset_after values.")
     return cells, direction
+
+
+# The activations of cgru's GRU that ONNX's GRU op takes and onnxruntime's CPU GRU kernel
+# computes, as (function, alpha, beta); None where the function takes no such value. The rest
+# (_SCAN_ACTIVATIONS) run in the Scan over the cell, as standard ops.
+_GRU_OP_ACTIVATIONS = {"tanh": ("Tanh", None, None), "sigmoid": ("Sigmoid", None, None),
+                       "hard_sigmoid": ("HardSigmoid", 1 / 6, 0.5), "relu": ("Relu", None, None),
+                       "linear": ("Affine", 1.0, 0.0), "softsign": ("Softsign", None, None),
+                       "elu": ("Elu", 1.0, None)}
+_SCAN_ACTIVATIONS = {"selu", "gelu", "silu", "swish"}
+
+
+def _runs_in_gru_op(cells):
+    return all(getattr(cell, argument) in _GRU_OP_ACTIVATIONS for cell in cells
+               for argument in ("recurrent_activation", "activation"))
+
+
+def _gru_op_activations(cells):
+    """The GRU node's activation attributes: nothing for the default tanh/sigmoid cell, else
+    f (the gates) and g (the candidate) per direction, and the alpha and beta values of the
+    functions that take them, in that order (each function consumes its own values, as
+    onnxruntime reads the list)."""
+    if all((c.activation, c.recurrent_activation) == ("tanh", "sigmoid") for c in cells):
+        return {}
+    functions, alphas, betas = [], [], []
+    for cell in cells:
+        for name in (cell.recurrent_activation, cell.activation):
+            function, alpha, beta = _GRU_OP_ACTIVATIONS[name]
+            functions.append(function)
+            alphas += [] if alpha is None else [alpha]
+            betas += [] if beta is None else [beta]
+    attributes = {"activations": functions}
+    if alphas:
+        attributes["activation_alpha"] = alphas
+    if betas:
+        attributes["activation_beta"] = betas
+    return attributes
 
 
 def _recurrent(graph, layer, x, mask, shape):
     cells, direction = _check_recurrent(layer)
     merge = layer.merge_mode if isinstance(layer, L.Bidirectional) else "concat"
     out_mask = mask if layer.return_sequences else None
-    if mask is not None:
-        return _masked_recurrent(graph, cells, direction, merge, layer.return_sequences, x,
-                                 mask), out_mask
+    if mask is not None or not _runs_in_gru_op(cells):
+        return _scan_recurrent(graph, cells, direction, merge, layer.return_sequences, x,
+                               mask), out_mask
     H = cells[0].units
     w, r, b = _gru_tensors(cells)
     y, y_h = graph.node(
         "GRU", [graph.transpose(x, [1, 0, 2]), graph.constant("W", w), graph.constant("R", r),
                 graph.constant("B", b)],
         n_outputs=2, base="gru", hidden_size=H, direction=direction,
-        linear_before_reset=int(cells[0].reset_after))
+        linear_before_reset=int(cells[0].reset_after), **_gru_op_activations(cells))
     if layer.return_sequences:  # y (T, D, B, H)
         if direction == "reverse":  # processing order, as Keras returns it
             y = graph.node("Slice", [y, graph.i64("starts", [-1]),
@@ -418,58 +490,66 @@ def _merge_directions(graph, y, axis, merge_mode, time_major):
     return graph.transpose(merged, [1, 0, 2]) if time_major else merged
 
 
-def _cell_body(graph, cell, zero_output):
-    """The Scan body of one masked GRU direction, Keras's cell (gate order z, r, h):
+def _cell_body(graph, cell, masked, zero_output):
+    """The Scan body of one GRU direction, Keras's cell (gate order z, r, h), f the
+    recurrent activation and g the activation:
 
-        inputs  h_prev (B, H), projected x_t @ kernel + b_in (B, 3H), mask_t (B, 1) bool
+        inputs  h_prev (B, H), projected x_t @ kernel + b_in (B, 3H), [mask_t (B, 1) bool]
         outputs h (B, H) (the state carried on), y (B, H) (the step's output)
-        h = where(mask_t, z * h_prev + (1 - z) * h~, h_prev)
+        z = f(x_z + h_prev @ R_z + b_z), r = f(x_r + h_prev @ R_r + b_r)
+        h~ = g(x_h + r * (h_prev @ R_h + b_h))    (reset_after)
+        h~ = g(x_h + (r * h_prev) @ R_h)          (not reset_after)
+        h = where(mask_t, z * h_prev + (1 - z) * h~, h_prev)      (h_new without a mask)
         y = where(mask_t, z * h_prev + (1 - z) * h~, 0) with zero_output, else h
     """
     onnx = graph.onnx
     body = graph.sub()
     H = cell.units
+    f, g = cell.recurrent_activation, cell.activation
     kernel, recurrent_kernel, bias = _keras_gru_weights(cell)
     h_prev, x_t, m_t = body.name("h_prev"), body.name("x_t"), body.name("mask_t")
-    xz, xr, xh = body.node("Split", [x_t], n_outputs=3, axis=1)
+    xz, xr, xh = body.split(x_t, [H] * 3, axis=1)
     if cell.reset_after:
         # the recurrent projection with its bias, then r applied to its h-block
         hp = body.node("Add", [body.node("MatMul", [h_prev, body.f32("R", recurrent_kernel)]),
                                body.f32("b_rec", bias[1])])
-        hz, hr, hh = body.node("Split", [hp], n_outputs=3, axis=1)
-        z = body.node("Sigmoid", [body.node("Add", [xz, hz])])
-        r = body.node("Sigmoid", [body.node("Add", [xr, hr])])
-        candidate = body.node("Tanh", [body.node("Add", [xh, body.node("Mul", [r, hh])])])
+        hz, hr, hh = body.split(hp, [H] * 3, axis=1)
+        z = _activation(body, f, body.node("Add", [xz, hz]))
+        r = _activation(body, f, body.node("Add", [xr, hr]))
+        candidate = _activation(body, g, body.node("Add", [xh, body.node("Mul", [r, hh])]))
     else:
         # r multiplies h before the h-block of the recurrent kernel
         hzr = body.node("MatMul", [h_prev, body.f32("R_zr", recurrent_kernel[:, :2 * H])])
-        hz, hr = body.node("Split", [hzr], n_outputs=2, axis=1)
-        z = body.node("Sigmoid", [body.node("Add", [xz, hz])])
-        r = body.node("Sigmoid", [body.node("Add", [xr, hr])])
+        hz, hr = body.split(hzr, [H] * 2, axis=1)
+        z = _activation(body, f, body.node("Add", [xz, hz]))
+        r = _activation(body, f, body.node("Add", [xr, hr]))
         rh = body.node("MatMul", [body.node("Mul", [r, h_prev]),
                                   body.f32("R_h", recurrent_kernel[:, 2 * H:])])
-        candidate = body.node("Tanh", [body.node("Add", [xh, rh])])
+        candidate = _activation(body, g, body.node("Add", [xh, rh]))
     one_minus_z = body.node("Sub", [body.f32("one", 1), z])
     h_new = body.node("Add", [body.node("Mul", [z, h_prev]),
                               body.node("Mul", [one_minus_z, candidate])])
-    h = body.node("Where", [m_t, h_new, h_prev])
-    y = (body.node("Where", [m_t, h_new, body.f32("zero", 0)]) if zero_output
-         else body.node("Identity", [h]))
     helper, F, BOOL = onnx.helper, onnx.TensorProto.FLOAT, onnx.TensorProto.BOOL
+    inputs = [helper.make_tensor_value_info(h_prev, F, ["batch", H]),
+              helper.make_tensor_value_info(x_t, F, ["batch", 3 * H])]
+    if masked:
+        h = body.node("Where", [m_t, h_new, h_prev])
+        y = (body.node("Where", [m_t, h_new, body.f32("zero", 0)]) if zero_output
+             else body.node("Identity", [h]))
+        inputs.append(helper.make_tensor_value_info(m_t, BOOL, ["batch", 1]))
+    else:
+        h, y = h_new, body.node("Identity", [h_new])
     return helper.make_graph(
-        body.nodes, body.name("gru_cell"),
-        [helper.make_tensor_value_info(h_prev, F, ["batch", H]),
-         helper.make_tensor_value_info(x_t, F, ["batch", 3 * H]),
-         helper.make_tensor_value_info(m_t, BOOL, ["batch", 1])],
+        body.nodes, body.name("gru_cell"), inputs,
         [helper.make_tensor_value_info(h, F, ["batch", H]),
          helper.make_tensor_value_info(y, F, ["batch", H])],
         initializer=body.initializers)
 
 
-def _masked_direction(graph, cell, x_time_major, mask_time_major, reverse, reversed_output,
-                      zero_output):
-    """One direction of a masked GRU as a Scan over time: (last output (B, H), outputs
-    (T, B, H))."""
+def _scan_direction(graph, cell, x_time_major, mask_time_major, reverse, reversed_output,
+                    zero_output):
+    """One direction of a GRU as a Scan over time: (last output (B, H), outputs (T, B, H)).
+    ``mask_time_major`` (T, B, 1) bool, or None where the GRU receives no mask."""
     kernel, _, bias = _keras_gru_weights(cell)
     b_in = bias[0] if cell.reset_after else bias
     projected = graph.node("Add", [graph.node("MatMul", [x_time_major,
@@ -480,34 +560,39 @@ def _masked_direction(graph, cell, x_time_major, mask_time_major, reverse, rever
     h0 = graph.node("ConstantOfShape", [graph.node("Concat", [batch, graph.i64(
         "units", [cell.units])], axis=0)],
         value=graph.onnx.numpy_helper.from_array(np.zeros(1, np.float32)))
-    h_n, y = graph.node("Scan", [h0, projected, mask_time_major], n_outputs=2, base="scan",
-                        body=_cell_body(graph, cell, zero_output), num_scan_inputs=2,
-                        scan_input_directions=[int(reverse)] * 2,
+    masked = mask_time_major is not None
+    scanned = [projected, mask_time_major] if masked else [projected]
+    h_n, y = graph.node("Scan", [h0] + scanned, n_outputs=2, base="scan",
+                        body=_cell_body(graph, cell, masked, zero_output),
+                        num_scan_inputs=len(scanned),
+                        scan_input_directions=[int(reverse)] * len(scanned),
                         scan_output_directions=[int(reversed_output)])
-    if zero_output:  # the last output is zero where the last processed step is masked
+    if masked and zero_output:  # the last output is zero where the last step is masked
         last_mask = graph.node("Gather", [mask_time_major, graph.i64("step", 0 if reverse
                                                                      else -1)], axis=0)
         h_n = graph.node("Where", [last_mask, h_n, graph.f32("zero", 0)])
     return h_n, y
 
 
-def _masked_recurrent(graph, cells, direction, merge, return_sequences, x, mask):
+def _scan_recurrent(graph, cells, direction, merge, return_sequences, x, mask):
+    """A GRU or Bidirectional as Scans over the cell: for a GRU that receives a mask, or one
+    whose activations the GRU op lacks. ``mask`` (B, T) bool or None."""
     x_tm = graph.transpose(x, [1, 0, 2])                                    # (T, B, I)
-    m_tm = graph.transpose(graph.node("Unsqueeze", [mask, graph.i64("axis", [-1])]),
-                           [1, 0, 2])                                       # (T, B, 1)
+    m_tm = None if mask is None else graph.transpose(
+        graph.node("Unsqueeze", [mask, graph.i64("axis", [-1])]), [1, 0, 2])  # (T, B, 1)
     if direction == "bidirectional":
         # Keras's Bidirectional sets zero_output_for_mask = return_sequences on both halves
-        h_f, y_f = _masked_direction(graph, cells[0], x_tm, m_tm, False, False,
-                                     return_sequences)
+        h_f, y_f = _scan_direction(graph, cells[0], x_tm, m_tm, False, False,
+                                   return_sequences)
         # the backward half's outputs stored in time order, as Bidirectional merges them
-        h_b, y_b = _masked_direction(graph, cells[1], x_tm, m_tm, True, True,
-                                     return_sequences)
+        h_b, y_b = _scan_direction(graph, cells[1], x_tm, m_tm, True, True,
+                                   return_sequences)
         if return_sequences:
             return graph.transpose(_merge(graph, y_f, y_b, merge), [1, 0, 2])
         return _merge(graph, h_f, h_b, merge)
     # go_backwards: a reversed scan whose outputs stay in processing order, as Keras's
-    h_n, y = _masked_direction(graph, cells[0], x_tm, m_tm, direction == "reverse", False,
-                               bool(getattr(cells[0], "zero_output_for_mask", False)))
+    h_n, y = _scan_direction(graph, cells[0], x_tm, m_tm, direction == "reverse", False,
+                             bool(getattr(cells[0], "zero_output_for_mask", False)))
     return graph.transpose(y, [1, 0, 2]) if return_sequences else h_n
 
 
@@ -601,7 +686,7 @@ def export(model, path, *, opset=17):
                             "float32 graphs (onnxruntime's GRU runs float32). Rebuild the "
                             "model with dtype='float32' and copy the weights to export it.")
         _exporter(layer)            # every layer has an export before anything is built
-    graph = _GraphBuilder(onnx)
+    graph = _GraphBuilder(onnx, opset)
     shape = _input_shape(layers)
     x, mask, current = "x", None, tuple(shape)
     for layer in layers:
@@ -618,9 +703,9 @@ def export(model, path, *, opset=17):
         [helper.make_tensor_value_info("x", in_type, in_dims)],
         [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, out_dims)],
         initializer=graph.initializers)
-    onnx_model = helper.make_model(onnx_graph, producer_name="cgru",
-                                   opset_imports=[helper.make_opsetid("", opset)])
-    onnx_model.ir_version = _IR_VERSION
+    opsets = [helper.make_opsetid("", opset)]
+    onnx_model = helper.make_model(onnx_graph, producer_name="cgru", opset_imports=opsets)
+    onnx_model.ir_version = max(_IR_VERSION, helper.find_min_ir_version_for(opsets))
     onnx.checker.check_model(onnx_model)
     with atomic_output(path) as f:
         f.write(onnx_model.SerializeToString())

@@ -428,9 +428,11 @@ def to_onnx(model, path, *, opset=17):
     ``x`` is float32 ``(batch, time, features)`` (batch free; time free unless the model
     fixed it), or int64 ids ``(batch, time)`` when the model starts with an ``Embedding``.
     Every cgru layer has an export (``cgru._onnx_export.EXPORTERS``): one ONNX ``GRU`` node per
-    GRU (both directions in one node for ``Bidirectional``), a ``Scan`` over the GRU cell
-    when the GRU receives a mask (from ``Masking`` or ``Embedding(mask_zero=True)``, with
-    Keras 3's numbers for any mask), ``Gather`` for ``Embedding``, ``Conv``/``MaxPool``/
+    GRU (both directions in one node for ``Bidirectional``; every activation pair whose
+    functions onnxruntime's GRU computes: tanh, sigmoid, hard_sigmoid, relu, linear,
+    softsign, elu), a ``Scan`` over the GRU cell when the GRU receives a mask (from
+    ``Masking`` or ``Embedding(mask_zero=True)``, with Keras 3's numbers for any mask) or uses
+    selu, gelu or silu, ``Gather`` for ``Embedding``, ``Conv``/``MaxPool``/
     ``AveragePool`` for the 1-D layers, standard ops for the rest, nothing for dropout and
     noise. A layer or option ONNX cannot express raises NotImplementedError naming it. Needs
     the ``onnx`` package (``pip install "cgru[onnx]"``). Written to a temporary file and
