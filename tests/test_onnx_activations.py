@@ -199,3 +199,54 @@ def test_gelu_as_erf_or_the_opset_20_op(opset, gelu_ops, tmp_path):
     assert gelu_ops <= set(_op_types(tmp_path / "m.onnx"))
     assert _max_diff(y, model.predict(x)) < TOL
     assert onnx.load(str(tmp_path / "m.onnx")).opset_import[0].version == opset
+
+
+# ---------------------------------------------------------------------------------------------
+# Dense, Activation, Conv1D
+# ---------------------------------------------------------------------------------------------
+def test_layer_activations_are_the_ones_cgru_layers_take():
+    """The list below is every activation Dense accepts (gelu and silu are refused there)."""
+    from cgru import activations
+    accepted = []
+    for name in sorted(activations._ACTIVATIONS):
+        try:
+            C.Dense(2, activation=name)
+        except ValueError:
+            continue
+        accepted.append(name)
+    assert sorted(LAYER_ACTIVATIONS) == accepted
+
+
+@pytest.mark.parametrize("activation", LAYER_ACTIVATIONS)
+def test_dense_activation(activation, tmp_path):
+    model = _small_weights(Sequential([
+        C.Dense(6, activation=activation, input_shape=(None, F)),
+        C.Dense(4, activation=activation)]), scale=1.0)
+    x = _floats(seed=7, scale=3.0)       # both sides of hard_sigmoid's clip, elu's bend
+    assert _max_diff(_run(model, x, tmp_path), model.predict(x)) < TOL
+
+
+@pytest.mark.parametrize("activation", LAYER_ACTIVATIONS)
+def test_activation_layer(activation, tmp_path):
+    model = Sequential([C.Activation(activation, input_shape=(None, F))])
+    x = _floats(seed=8, scale=4.0)
+    assert _max_diff(_run(model, x, tmp_path), model.predict(x)) < TOL
+
+
+@pytest.mark.parametrize("activation", LAYER_ACTIVATIONS)
+def test_activations_after_a_gru_and_in_conv1d(activation, tmp_path):
+    model = _small_weights(Sequential([
+        C.Conv1D(4, 2, padding="causal", activation=activation, input_shape=(None, F)),
+        C.GRU(5, return_sequences=True),
+        C.TimeDistributed(C.Dense(4, activation=activation)),
+        C.Activation(activation)]), scale=1.0)
+    x = _floats(seed=9, scale=2.0)
+    assert _max_diff(_run(model, x, tmp_path), model.predict(x)) < TOL
+
+
+@pytest.mark.parametrize("activation, ops", [
+    ("hard_sigmoid", {"HardSigmoid"}), ("softsign", {"Softsign"}), ("elu", {"Elu"}),
+    ("selu", {"Selu"}), ("softmax", {"Softmax"})])
+def test_activation_ops(activation, ops, tmp_path):
+    model = Sequential([C.Dense(3, activation=activation, input_shape=(None, F))])
+    assert ops <= set(_op_types(_export(model, tmp_path)))
