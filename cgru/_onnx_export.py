@@ -7,9 +7,13 @@ the mask (Keras's masks travel beside the tensors, as in cgru: ``Masking`` and
 ``GlobalAveragePooling1D`` consume it). The model-level code walks the layers through that
 table and never names a layer class.
 
-The input is one tensor ``x``: float32 ``(batch, time, features)`` as ``predict`` takes it,
-or, when the model starts with an ``Embedding``, int64 ids ``(batch, time)``. The output is
-``y``, what ``predict`` returns.
+The input of a Sequential (or a single layer) is one tensor ``x``: float32 ``(batch, time,
+features)`` as ``predict`` takes it, or, when the model starts with an ``Embedding``, int64
+ids ``(batch, time)``. The output is ``y``, what ``predict`` returns. A functional ``Model``
+has one graph input per model input, named as ``model.input_names`` (int64 for integer
+``Input``s), and one output per model output, named as ``model.output_names``; its layer
+calls are exported in the model's order, the merging layers as standard ops (``Add``,
+``Mul``, ``Where`` for their masks, ``Concat``, ``MatMul`` for ``Dot``).
 
 A GRU layer without a mask becomes
 
@@ -52,7 +56,7 @@ import numpy as np
 from ._files import atomic_output
 from . import activations
 from . import layers as L
-from .models import Sequential
+from .models import Model, Sequential
 
 _IR_VERSION = 8  # the IR of opset 17; read by onnxruntime 1.13 and later
 _INT64_MAX = np.iinfo(np.int64).max
@@ -70,18 +74,22 @@ def _import_onnx():
 class _GraphBuilder:
     """Collects nodes and initializers under unique names (shared with subgraphs)."""
 
-    def __init__(self, onnx, opset, counter=None):
+    def __init__(self, onnx, opset, counter=None, reserved=()):
         self.onnx, self.opset = onnx, opset
         self.nodes, self.initializers = [], []
         self._counter = counter if counter is not None else [0]
+        self.reserved = set(reserved)   # the graph's input and output names
 
     def name(self, base):
-        self._counter[0] += 1
-        return f"{base}_{self._counter[0]}"
+        while True:
+            self._counter[0] += 1
+            name = f"{base}_{self._counter[0]}"
+            if name not in self.reserved:
+                return name
 
     def sub(self):
         """A builder for a subgraph (a Scan body) whose names stay unique in the model."""
-        return _GraphBuilder(self.onnx, self.opset, self._counter)
+        return _GraphBuilder(self.onnx, self.opset, self._counter, self.reserved)
 
     def constant(self, base, array):
         name = self.name(base)
@@ -597,6 +605,160 @@ def _scan_recurrent(graph, cells, direction, merge, return_sequences, x, mask):
 
 
 # ---------------------------------------------------------------------------------------------
+# merging layers (functional models): lists of inputs, masks and shapes, as cgru merges them
+# ---------------------------------------------------------------------------------------------
+def _aligned(graph, xs, shapes):
+    """Inputs of lower rank get axes after the batch axis (Keras's merge broadcasting)."""
+    rank = max(len(sh) for sh in shapes)
+    return [x if len(sh) == rank else graph.node(
+        "Unsqueeze", [x, graph.i64("axes", list(range(1, 1 + rank - len(sh))))])
+        for x, sh in zip(xs, shapes)], rank + 1
+
+
+def _expanded_mask(graph, mask, rank):
+    """A (batch, steps) mask with trailing axes to broadcast against a rank-``rank``
+    tensor."""
+    if rank <= 2:
+        return mask
+    return graph.node("Unsqueeze", [mask, graph.i64("axes", list(range(2, rank)))])
+
+
+def _or_masks(graph, masks):
+    """The elementwise layers' output mask: the OR of the input masks when each has one."""
+    if masks is None or any(m is None for m in masks):
+        return None
+    out = masks[0]
+    for m in masks[1:]:
+        out = graph.node("Or", [out, m])
+    return out
+
+
+def _linear_merge(coefficients):
+    """Add, Subtract, Average: ``sum(c_i * x_i)`` in cgru's order, (x0 * c0 + x1 * c1) + ...,
+    a coefficient of 1 not multiplied."""
+    def export(graph, layer, xs, masks, shapes):
+        xs, _ = _aligned(graph, xs, shapes)
+        coefs = coefficients(len(xs))
+        terms = [x if c == 1 else graph.node("Mul", [x, graph.f32("coefficient", c)])
+                 for x, c in zip(xs, coefs)]
+        out = terms[0]
+        for term in terms[1:]:
+            out = graph.node("Add", [out, term])
+        return out, _or_masks(graph, masks)
+    return export
+
+
+def _multiply(graph, layer, xs, masks, shapes):
+    """A masked entry counts as 1; where every input has a mask, the entries masked in all
+    of them are 0."""
+    xs, rank = _aligned(graph, xs, shapes)
+    masks = list(masks) if masks is not None else [None] * len(xs)
+    factors, any_valid = [], None
+    for x, m in zip(xs, masks):
+        if m is not None:
+            m = _expanded_mask(graph, m, rank)
+            x = graph.node("Where", [m, x, graph.f32("one", 1)])
+            any_valid = m if any_valid is None else graph.node("Or", [any_valid, m])
+        factors.append(x)
+    out = factors[0]
+    for x in factors[1:]:
+        out = graph.node("Mul", [out, x])
+    if all(m is not None for m in masks):
+        out = graph.node("Where", [any_valid, out, graph.f32("zero", 0)])
+    return out, _or_masks(graph, masks)
+
+
+def _extremum(op):
+    """Maximum (op Greater) and Minimum (Less): masked entries never win; ties keep the
+    earlier input's value."""
+    def export(graph, layer, xs, masks, shapes):
+        xs, rank = _aligned(graph, xs, shapes)
+        masks = list(masks) if masks is not None else [None] * len(xs)
+        if all(m is None for m in masks):
+            return graph.node("Max" if op == "Greater" else "Min", xs), None
+        # cgru's running form: `out` (and `out_mask`) so far, each input taken where it is
+        # valid and (where `out` is valid) wins the comparison
+        shape = graph.node("Shape", [graph.node("Max" if op == "Greater" else "Min", xs)])
+        out = graph.node("Expand", [xs[0], shape])
+        out_mask = None if masks[0] is None else graph.node(
+            "Expand", [_expanded_mask(graph, masks[0], rank), shape])
+        for x, m in zip(xs[1:], masks[1:]):
+            x = graph.node("Expand", [x, shape])
+            if m is not None:
+                m = graph.node("Expand", [_expanded_mask(graph, m, rank), shape])
+                x = graph.node("Where", [m, x, out])
+            if out_mask is not None:
+                out = graph.node("Where", [out_mask, out, x])
+            out_mask = graph.node("Or", [out_mask, m]) if (
+                m is not None and out_mask is not None) else None
+            out = graph.node("Where", [graph.node(op, [x, out]), x, out])
+        return out, _or_masks(graph, masks)
+    return export
+
+
+def _concatenate(graph, layer, xs, masks, shapes):
+    axis = layer._inner_axis(len(shapes[0])) + 1
+    out = graph.node("Concat", list(xs), axis=axis)
+    if masks is None or all(m is None for m in masks):
+        return out, None
+    # each input's mask over its entries (all valid without one), joined, any on the last axis
+    rank = len(shapes[0]) + 1
+    full = []
+    for x, m in zip(xs, masks):
+        ones = graph.node("ConstantOfShape", [graph.node("Shape", [x])],
+                          value=graph.onnx.numpy_helper.from_array(np.ones(1, np.bool_)))
+        full.append(ones if m is None else graph.node(
+            "And", [ones, _expanded_mask(graph, m, rank)]))
+    joined = graph.node("Cast", [graph.node("Concat", full, axis=axis)],
+                        to=graph.onnx.TensorProto.FLOAT)
+    mask = graph.node("ReduceMax", [joined], axes=[-1], keepdims=0)
+    return out, graph.node("Cast", [mask], to=graph.onnx.TensorProto.BOOL)
+
+
+def _dot(graph, layer, xs, masks, shapes):
+    """(B, M, K) @ (B, K, N) with the contracted axis moved last in x1 and first in x2,
+    after L2-normalizing both along it when ``normalize`` (x * min(1 / |x|, 1 / epsilon))."""
+    from . import backend
+    (x1, x2), (s1, s2) = xs, [(None,) + tuple(sh) for sh in shapes]
+    a1, a2 = layer._axes(len(s1), len(s2))
+    if layer.normalize:
+        inv_eps = float(np.float32(1 / backend.epsilon()))
+        tiny = float(np.finfo(np.float32).tiny)
+        normed = []
+        for x, a in ((x1, a1), (x2, a2)):
+            norm = graph.node("Sqrt", [graph.node("ReduceSum", [
+                graph.node("Mul", [x, x]), graph.i64("axis", [a])], keepdims=1)])
+            inv = graph.node("Min", [graph.node("Div", [graph.f32("one", 1), graph.node(
+                "Max", [norm, graph.f32("tiny", tiny)])]), graph.f32("inv_eps", inv_eps)])
+            normed.append(graph.node("Mul", [x, inv]))
+        x1, x2 = normed
+    perm1 = [0] + [i for i in range(1, len(s1)) if i != a1] + [a1]
+    perm2 = [0, a2] + [i for i in range(1, len(s2)) if i != a2]
+    m1, m2 = graph.transpose(x1, perm1), graph.transpose(x2, perm2)
+    rest1, rest2 = [s1[i] for i in perm1[1:-1]], [s2[i] for i in perm2[2:]]
+    if len(s1) <= 3 and len(s2) <= 3:
+        # at most one axis besides the contracted one: (B, M or 1, K) @ (B, K, N or 1)
+        if len(s1) == 2:
+            m1 = graph.node("Unsqueeze", [m1, graph.i64("axes", [1])])
+        if len(s2) == 2:
+            m2 = graph.node("Unsqueeze", [m2, graph.i64("axes", [2])])
+        p = graph.node("MatMul", [m1, m2])
+        if len(s1) == 2 and len(s2) == 2:
+            return graph.node("Reshape", [p, graph.i64("shape", [0, 1])]), None
+        if len(s1) == 2 or len(s2) == 2:
+            return graph.node("Squeeze", [p, graph.i64("axes", [1 if len(s1) == 2
+                                                                 else 2])]), None
+        return p, None
+    k = s1[a1] if s1[a1] is not None else s2[a2]
+    if k is None or None in rest1 + rest2:
+        raise NotImplementedError(f"Layer '{layer.name}': a Dot of rank-4+ inputs with free "
+                                  "axes besides the batch axis has no ONNX export.")
+    p = graph.node("MatMul", [graph.node("Reshape", [m1, graph.i64("shape", [0, -1, k])]),
+                              graph.node("Reshape", [m2, graph.i64("shape", [0, k, -1])])])
+    return graph.node("Reshape", [p, graph.i64("shape", [0] + rest1 + rest2)]), None
+
+
+# ---------------------------------------------------------------------------------------------
 # the table
 # ---------------------------------------------------------------------------------------------
 EXPORTERS = {
@@ -612,6 +774,10 @@ EXPORTERS = {
     L.AveragePooling1D: _pooling("AveragePool", count_include_pad=0),
     L.GlobalMaxPooling1D: _global_max, L.GlobalAveragePooling1D: _global_average,
     L.BatchNormalization: _batch_normalization, L.LayerNormalization: _layer_normalization,
+    L.Add: _linear_merge(lambda n: [1] * n), L.Subtract: _linear_merge(lambda n: [1, -1]),
+    L.Average: _linear_merge(lambda n: [1.0 / n] * n), L.Multiply: _multiply,
+    L.Maximum: _extremum("Greater"), L.Minimum: _extremum("Less"),
+    L.Concatenate: _concatenate, L.Dot: _dot,
 }
 # layers whose numbers depend on the mask they receive
 _MASK_CONSUMERS = {_recurrent, _global_average}
@@ -638,7 +804,7 @@ def _layers_of(model):
             raise ValueError(f"Layer '{model.name}' is not built: call it on an input or "
                              "give it `input_shape` before exporting it.")
         return [model]
-    raise TypeError("to_onnx exports a cgru Sequential, GRU, Bidirectional or Dense; "
+    raise TypeError("to_onnx exports a cgru Model, Sequential, GRU, Bidirectional or Dense; "
                     f"received {model!r}.")
 
 
@@ -676,17 +842,20 @@ def _dims(shape, free_names):
     return ["batch"] + [int(d) if d is not None else next(names) for d in shape]
 
 
-def export(model, path, *, opset=17):
-    """Build the ONNX graph of ``model`` and write it atomically to ``path``; returns path."""
-    onnx = _import_onnx()
+def _check_float32(layer):
+    if np.dtype(layer.dtype) != np.float32:
+        raise TypeError(f"Layer '{layer.name}' is {layer.dtype}; the ONNX export writes "
+                        "float32 graphs (onnxruntime's GRU runs float32). Rebuild the "
+                        "model with dtype='float32' and copy the weights to export it.")
+
+
+def _sequential_graph(onnx, graph, model):
+    """A Sequential or a single layer: one input ``x``, one output ``y``; returns the graph's
+    (inputs, outputs) value infos."""
     layers = _layers_of(model)
     for layer in layers:
-        if np.dtype(layer.dtype) != np.float32:
-            raise TypeError(f"Layer '{layer.name}' is {layer.dtype}; the ONNX export writes "
-                            "float32 graphs (onnxruntime's GRU runs float32). Rebuild the "
-                            "model with dtype='float32' and copy the weights to export it.")
+        _check_float32(layer)
         _exporter(layer)            # every layer has an export before anything is built
-    graph = _GraphBuilder(onnx, opset)
     shape = _input_shape(layers)
     x, mask, current = "x", None, tuple(shape)
     for layer in layers:
@@ -698,11 +867,77 @@ def export(model, path, *, opset=17):
                else onnx.TensorProto.FLOAT)
     in_dims = _dims(shape, ["time", "axis_2", "axis_3"])
     out_dims = _dims(_output_shape(layers, shape), [f"y_axis_{i}" for i in range(1, 8)])
-    onnx_graph = helper.make_graph(
-        graph.nodes, "cgru_model",
-        [helper.make_tensor_value_info("x", in_type, in_dims)],
-        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, out_dims)],
-        initializer=graph.initializers)
+    return ([helper.make_tensor_value_info("x", in_type, in_dims)],
+            [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, out_dims)])
+
+
+def _functional_graph(onnx, graph, model):
+    """A functional Model: one graph input per model input (named as ``input_names``: the
+    Input's name, or the key of a dict of inputs), one output per model output (named as
+    ``output_names``), the layer calls in the model's order, masks beside the tensors."""
+    helper = onnx.helper
+    steps = model._graph.steps
+    graph.reserved.update(model.input_names + model.output_names)
+    if len(set(model.output_names)) != len(model.output_names) or \
+            set(model.input_names) & set(model.output_names):
+        raise NotImplementedError(
+            f"Model '{model.name}': ONNX names each graph input and output once; the model's "
+            f"inputs {model.input_names} and outputs {model.output_names} share a name (an "
+            "input returned as an output, or an output key that names an input). Return it "
+            "through a layer, or name the outputs with a dict of other keys.")
+    for step in steps:
+        _check_float32(step.layer)
+        _exporter(step.layer)
+        if len(step.out_keys) > 1:
+            raise NotImplementedError(f"Layer '{step.layer.name}' returns several tensors; "
+                                      "the ONNX export handles layers with one output.")
+    inputs = []
+    names, masks, shapes = {}, {}, {}
+    for key, tensor, name in zip(model._graph.input_keys, model.inputs, model.input_names):
+        dtype = np.dtype(tensor.dtype)
+        if dtype.kind == "f" and dtype != np.float32:
+            raise TypeError(f"Input '{name}' is {dtype}; the ONNX export writes float32 "
+                            "graphs.")
+        elem = onnx.TensorProto.INT64 if dtype.kind in "iu" else onnx.TensorProto.FLOAT
+        shape = tuple(tensor.shape[1:])
+        inputs.append(helper.make_tensor_value_info(
+            name, elem, _dims(shape, [f"{name}_axis_{i}" for i in range(1, 8)])))
+        names[key], masks[key], shapes[key] = name, None, shape
+    for step in steps:
+        layer = step.layer
+        ins = [names[k] for k in step.in_keys]
+        in_masks = [masks[k] for k in step.in_keys]
+        in_shapes = [shapes[k] for k in step.in_keys]
+        if step.list_input:
+            x, mask, shape = ins, (None if all(m is None for m in in_masks) else in_masks),                 in_shapes
+        else:
+            x, mask, shape = ins[0], in_masks[0], in_shapes[0]
+        out, out_mask = _exporter(layer)(graph, layer, x, mask, shape)
+        key = step.out_keys[0]
+        names[key], masks[key] = out, out_mask
+        shapes[key] = tuple(layer.compute_output_shape(
+            [tuple(sh) for sh in shape] if step.list_input else shape))
+    outputs = []
+    for key, name in zip(model._graph.output_keys, model.output_names):
+        graph.nodes.append(helper.make_node("Identity", [names[key]], [name],
+                                            name=graph.name("output")))
+        outputs.append(helper.make_tensor_value_info(
+            name, onnx.TensorProto.FLOAT,
+            _dims(shapes[key], [f"{name}_axis_{i}" for i in range(1, 8)])))
+    return inputs, outputs
+
+
+def export(model, path, *, opset=17):
+    """Build the ONNX graph of ``model`` and write it atomically to ``path``; returns path."""
+    onnx = _import_onnx()
+    graph = _GraphBuilder(onnx, opset)
+    if isinstance(model, Model) and not isinstance(model, Sequential):
+        inputs, outputs = _functional_graph(onnx, graph, model)
+    else:
+        inputs, outputs = _sequential_graph(onnx, graph, model)
+    helper = onnx.helper
+    onnx_graph = helper.make_graph(graph.nodes, "cgru_model", inputs, outputs,
+                                   initializer=graph.initializers)
     opsets = [helper.make_opsetid("", opset)]
     onnx_model = helper.make_model(onnx_graph, producer_name="cgru", opset_imports=opsets)
     onnx_model.ir_version = max(_IR_VERSION, helper.find_min_ir_version_for(opsets))

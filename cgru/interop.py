@@ -439,12 +439,17 @@ def _torch_sequential_class():
 # ONNX
 # ---------------------------------------------------------------------------------------------
 def to_onnx(model, path, *, opset=17):
-    """Write ``model`` (a built cgru ``Sequential``, or a GRU, Bidirectional or Dense layer)
-    to an ONNX file at ``path``.
+    """Write ``model`` (a built cgru ``Sequential``, a functional ``Model``, or a GRU,
+    Bidirectional or Dense layer) to an ONNX file at ``path``.
 
-    The graph takes one input ``x`` and returns ``y``, what ``model.predict(x)`` returns.
-    ``x`` is float32 ``(batch, time, features)`` (batch free; time free unless the model
-    fixed it), or int64 ids ``(batch, time)`` when the model starts with an ``Embedding``.
+    A Sequential's graph takes one input ``x`` and returns ``y``, what ``model.predict(x)``
+    returns. ``x`` is float32 ``(batch, time, features)`` (batch free; time free unless the
+    model fixed it), or int64 ids ``(batch, time)`` when the model starts with an
+    ``Embedding``. A functional Model's graph has one input per model input, named as
+    ``model.input_names`` (int64 for an integer ``Input``), and one output per model output,
+    named as ``model.output_names``, each what ``predict`` returns for it; the merging layers
+    (Add, Subtract, Multiply, Average, Maximum, Minimum, Concatenate, Dot) become standard
+    ops, masks included.
     Every cgru layer has an export (``cgru._onnx_export.EXPORTERS``): one ONNX ``GRU`` node per
     GRU (both directions in one node for ``Bidirectional``; every activation pair whose
     functions onnxruntime's GRU computes: tanh, sigmoid, hard_sigmoid, relu, linear,
