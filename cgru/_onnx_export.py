@@ -909,7 +909,8 @@ def _functional_graph(onnx, graph, model):
         in_masks = [masks[k] for k in step.in_keys]
         in_shapes = [shapes[k] for k in step.in_keys]
         if step.list_input:
-            x, mask, shape = ins, (None if all(m is None for m in in_masks) else in_masks),                 in_shapes
+            x, shape = ins, in_shapes
+            mask = None if all(m is None for m in in_masks) else in_masks
         else:
             x, mask, shape = ins[0], in_masks[0], in_shapes[0]
         out, out_mask = _exporter(layer)(graph, layer, x, mask, shape)

@@ -207,8 +207,9 @@ def to_torch(layer_or_model):
 
     The module is in eval mode, in the layers' dtype. Raises ``NotImplementedError`` for what
     torch's modules cannot express: a GRU whose activations are not tanh/sigmoid,
-    ``reset_after=False``, ``go_backwards=True`` on a lone GRU, merge modes other than "concat", input dropout (``GRU(dropout>0)``), recurrent
-    dropout (``GRU(recurrent_dropout>0)``).
+    ``reset_after=False``, ``go_backwards=True`` on a lone GRU, merge modes other than
+    "concat", input dropout (``GRU(dropout>0)``), recurrent dropout
+    (``GRU(recurrent_dropout>0)``).
     """
     torch = _import_torch()
     if isinstance(layer_or_model, Sequential):
