@@ -111,6 +111,13 @@ class _GraphBuilder:
     def transpose(self, x, perm):
         return self.node("Transpose", [x], perm=list(perm))
 
+    def reduce(self, op, x, axes, keepdims):
+        """ReduceMax/ReduceMean over ``axes``: an attribute up to opset 17, an input from
+        opset 18 (ReduceSum takes an input from opset 13)."""
+        if self.opset >= 18:
+            return self.node(op, [x, self.i64("axes", list(axes))], keepdims=keepdims)
+        return self.node(op, [x], axes=list(axes), keepdims=keepdims)
+
     def split(self, x, sizes, axis):
         """``x`` cut along ``axis`` into pieces of ``sizes`` (given as an input, which every
         opset from 13 on reads the same way)."""
@@ -196,9 +203,8 @@ def _embedding(graph, layer, x, mask, shape):
 def _masking(graph, layer, x, mask, shape):
     differs = graph.node("Not", [graph.node("Equal", [x, graph.f32("mask_value",
                                                                    layer.mask_value)])])
-    keep = graph.node("ReduceMax", [graph.node("Cast", [differs],
-                                               to=graph.onnx.TensorProto.FLOAT)],
-                      axes=[-1], keepdims=1)
+    keep = graph.reduce("ReduceMax", graph.node("Cast", [differs],
+                                                to=graph.onnx.TensorProto.FLOAT), [-1], 1)
     out = graph.node("Mul", [x, keep])
     new_mask = graph.node("Cast", [graph.node("Squeeze", [keep, graph.i64("axis", [-1])])],
                           to=graph.onnx.TensorProto.BOOL)
@@ -288,13 +294,13 @@ def _pooling(op, **extra):
 
 
 def _global_max(graph, layer, x, mask, shape):
-    return graph.node("ReduceMax", [x], axes=[1], keepdims=int(layer.keepdims)), None
+    return graph.reduce("ReduceMax", x, [1], int(layer.keepdims)), None
 
 
 def _global_average(graph, layer, x, mask, shape):
     keepdims = int(layer.keepdims)
     if mask is None:
-        return graph.node("ReduceMean", [x], axes=[1], keepdims=keepdims), None
+        return graph.reduce("ReduceMean", x, [1], keepdims), None
     # the mean of the valid steps: share = valid / sum(valid), masked steps set to 0 first
     valid = graph.node("Cast", [graph.node("Unsqueeze", [mask, graph.i64("axis", [-1])])],
                        to=graph.onnx.TensorProto.FLOAT)
@@ -338,10 +344,9 @@ def _layer_normalization(graph, layer, x, mask, shape):
     rank = len(shape) + 1
     axes = sorted(a % rank for a in (layer.axis if isinstance(layer.axis, list)
                                      else [layer.axis]))
-    mean = graph.node("ReduceMean", [x], axes=axes, keepdims=1)
+    mean = graph.reduce("ReduceMean", x, axes, 1)
     centred = graph.node("Sub", [x, mean])
-    variance = graph.node("ReduceMean", [graph.node("Mul", [centred, centred])], axes=axes,
-                          keepdims=1)
+    variance = graph.reduce("ReduceMean", graph.node("Mul", [centred, centred]), axes, 1)
     inv = graph.node("Div", [graph.f32("one", 1), graph.node(
         "Sqrt", [graph.node("Add", [variance, graph.f32("epsilon", layer.epsilon)])])])
     out = graph.node("Mul", [centred, inv])
@@ -711,7 +716,7 @@ def _concatenate(graph, layer, xs, masks, shapes):
             "And", [ones, _expanded_mask(graph, m, rank)]))
     joined = graph.node("Cast", [graph.node("Concat", full, axis=axis)],
                         to=graph.onnx.TensorProto.FLOAT)
-    mask = graph.node("ReduceMax", [joined], axes=[-1], keepdims=0)
+    mask = graph.reduce("ReduceMax", joined, [-1], 0)
     return out, graph.node("Cast", [mask], to=graph.onnx.TensorProto.BOOL)
 
 

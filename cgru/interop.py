@@ -458,9 +458,10 @@ def to_onnx(model, path, *, opset=17):
     ``Masking`` or ``Embedding(mask_zero=True)``, with Keras 3's numbers for any mask) or uses
     selu, gelu or silu, ``Gather`` for ``Embedding``, ``Conv``/``MaxPool``/
     ``AveragePool`` for the 1-D layers, standard ops for the rest, nothing for dropout and
-    noise. A layer or option ONNX cannot express raises NotImplementedError naming it. Needs
-    the ``onnx`` package (``pip install "cgru[onnx]"``). Written to a temporary file and
-    renamed.
+    noise. A layer or option ONNX cannot express raises NotImplementedError naming it.
+    ``opset``: the ONNX opset, 17 by default (tested up to 21; from 20 gelu is ONNX's
+    ``Gelu`` op, before it ``Erf``). Needs the ``onnx`` package (``pip install
+    "cgru[onnx]"``). Written to a temporary file and renamed.
     """
     from ._onnx_export import export
     return export(model, path, opset=opset)

@@ -250,3 +250,29 @@ def test_activations_after_a_gru_and_in_conv1d(activation, tmp_path):
 def test_activation_ops(activation, ops, tmp_path):
     model = Sequential([C.Dense(3, activation=activation, input_shape=(None, F))])
     assert ops <= set(_op_types(_export(model, tmp_path)))
+
+
+# ---------------------------------------------------------------------------------------------
+# opsets
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("opset", [17, 18, 19, 20, 21])
+def test_opsets(opset, tmp_path):
+    """From opset 18 the reductions take their axes as an input (and Split its sizes, which
+    the export always gives as one); from 20 gelu is the Gelu op."""
+    model = _small_weights(Sequential([
+        C.Masking(0.0, input_shape=(None, F)),
+        C.Bidirectional(C.GRU(4, activation="gelu", recurrent_activation="hard_sigmoid",
+                              return_sequences=True)),
+        C.GRU(4, activation="silu", return_sequences=True),
+        C.LayerNormalization(),
+        C.GRU(4, activation="elu", return_sequences=True),
+        C.GlobalAveragePooling1D()]), scale=0.5)
+    x = _masked_input()
+    x[3, 5] = 1.0    # one valid step (the mean over none is 0 / 0 in both)
+    assert _max_diff(_run(model, x, tmp_path, opset=opset), model.predict(x)) < TOL
+    other = _small_weights(Sequential([
+        C.Conv1D(4, 2, activation="selu", input_shape=(None, F)), C.GRU(4,
+                                                                        return_sequences=True),
+        C.GlobalMaxPooling1D(), C.Dense(3, activation="softsign")]))
+    x = _floats(seed=10)
+    assert _max_diff(_run(other, x, tmp_path, opset=opset), other.predict(x)) < TOL

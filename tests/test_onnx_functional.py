@@ -174,3 +174,19 @@ def test_errors_leave_no_file(build, error, match, tmp_path):
     with pytest.raises(error, match=match):
         cgru.interop.to_onnx(model, tmp_path / "m.onnx")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("opset", [18, 20])
+def test_later_opsets(opset, tmp_path):
+    a, b, ha, hb = _two_inputs(True)
+    joined = C.Concatenate()([ha, hb])
+    pooled = C.GlobalMaxPooling1D()(joined)
+    model = cgru.Model([a, b], [C.GRU(3, seed=6)(joined),
+                                C.Dot(axes=1, normalize=True)([pooled, pooled])])
+    path = tmp_path / "m.onnx"
+    cgru.interop.to_onnx(model, path, opset=opset)
+    assert onnx.load(str(path)).opset_import[0].version == opset
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    xa, xb = _masked_pair()
+    for y, p in zip(session.run(None, {"first": xa, "second": xb}), model.predict([xa, xb])):
+        assert float(np.abs(y - p).max()) < TOL
