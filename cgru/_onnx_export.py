@@ -46,10 +46,10 @@ with ``zero_output_for_mask`` (which Keras's Bidirectional sets on both halves w
 sequences) a masked step's output is zero, and so is the last output when the last step is
 masked.
 ONNX's ``sequence_lens`` describes right padding only (and zeroes the padded outputs), so the
-masked GRU is a ``Scan`` (the same as for the activations above, with the mask) whose body is
-the cell: the input projection ``x @ kernel + b`` of
-every step in one ``MatMul`` before it, and per step the recurrent ``MatMul``, the gates, and
-``Where(mask_t, h_new, h_prev)``. It is built from the layer's config and weights alone.
+masked GRU is a ``Scan`` (the one above for selu, gelu, silu, with the mask) whose body is
+the cell: the input projection ``x @ kernel + b`` of every step in one ``MatMul`` before it,
+and per step the recurrent ``MatMul``, the gates, and ``Where(mask_t, h_new, h_prev)``. It is
+built from the layer's config and weights alone.
 """
 import numpy as np
 
