@@ -24,7 +24,7 @@ import numpy as np
 
 from ._layout import keras_to_torch, torch_to_keras
 from .functional import GRUCell as FunctionalGRUCell
-from .layers import GRU, Bidirectional, Dense, Dropout
+from .layers import GRU, Activation, Bidirectional, Dense, Dropout
 from .models import Sequential
 
 __all__ = ["from_torch", "to_torch", "to_onnx"]
@@ -194,7 +194,9 @@ def to_torch(layer_or_model):
       GRUs do: the cgru layer's output is ``output`` when ``return_sequences=True``, else
       ``h_n[-1]`` (one direction) or ``torch.cat([h_n[-2], h_n[-1]], 1)`` (two).
     * ``Dense`` -> ``torch.nn.Linear``, followed by the activation in a ``torch.nn.Sequential``
-      when it has one (softmax on the last axis).
+      when it has one: ``Sigmoid``, ``Tanh``, ``ReLU``, ``Softmax(dim=-1)``, ``Hardsigmoid``
+      (Keras 3's hard_sigmoid, relu6(x + 3) / 6), ``Softsign``, ``ELU``, ``SELU``.
+    * ``Activation`` -> that activation's module (``Identity`` for linear).
     * ``Dropout(rate)`` -> ``torch.nn.Dropout(rate)``.
     * ``cgru.functional.GRUCell`` (``reset_after=True``) -> ``torch.nn.GRUCell``.
     * ``Sequential`` -> a ``torch.nn.Module`` whose ``forward(x)`` returns what
@@ -204,9 +206,10 @@ def to_torch(layer_or_model):
       between them, become one ``torch.nn.GRU(num_layers=..., dropout=rate)``.
 
     The module is in eval mode, in the layers' dtype. Raises ``NotImplementedError`` for what
-    torch's modules cannot express: ``reset_after=False``, ``go_backwards=True`` on a lone
-    GRU, merge modes other than "concat", input dropout (``GRU(dropout>0)``), recurrent
-    dropout (``GRU(recurrent_dropout>0)``).
+    torch's modules cannot express: a GRU whose activations are not tanh/sigmoid,
+    ``reset_after=False``, ``go_backwards=True`` on a lone GRU, merge modes other than
+    "concat", input dropout (``GRU(dropout>0)``), recurrent dropout
+    (``GRU(recurrent_dropout>0)``).
     """
     torch = _import_torch()
     if isinstance(layer_or_model, Sequential):
@@ -217,13 +220,16 @@ def to_torch(layer_or_model):
     elif isinstance(layer_or_model, Dense):
         _require_built(layer_or_model)
         module = _dense_to_torch(layer_or_model)
+    elif isinstance(layer_or_model, Activation):
+        module = _torch_activation(layer_or_model, layer_or_model.activation)
     elif isinstance(layer_or_model, Dropout):
         module = torch.nn.Dropout(layer_or_model.rate)
     elif isinstance(layer_or_model, FunctionalGRUCell):
         module = _cell_to_torch(layer_or_model)
     else:
-        raise TypeError("to_torch converts a cgru GRU, Bidirectional, Dense, Dropout, "
-                        f"functional GRUCell or Sequential; received {layer_or_model!r}.")
+        raise TypeError("to_torch converts a cgru GRU, Bidirectional, Dense, Activation, "
+                        "Dropout, functional GRUCell or Sequential; received "
+                        f"{layer_or_model!r}.")
     return module.eval()
 
 
@@ -299,7 +305,25 @@ def _recurrent_stack_to_torch(layers, dropout):
     return gru
 
 
-_TORCH_ACTIVATIONS = {"sigmoid": "Sigmoid", "tanh": "Tanh", "relu": "ReLU"}
+# cgru.activations' functions as torch.nn modules computing the same numbers: Hardsigmoid is
+# relu6(x + 3) / 6, ELU's alpha is 1, SELU's constants are Keras's, GELU is the erf form and
+# SiLU is swish (the last two are the GRU's; Dense and Activation refuse them in cgru).
+_TORCH_ACTIVATIONS = {"sigmoid": ("Sigmoid", {}), "tanh": ("Tanh", {}), "relu": ("ReLU", {}),
+                      "softmax": ("Softmax", {"dim": -1}), "linear": ("Identity", {}),
+                      "hard_sigmoid": ("Hardsigmoid", {}), "softsign": ("Softsign", {}),
+                      "elu": ("ELU", {"alpha": 1.0}), "selu": ("SELU", {}),
+                      "gelu": ("GELU", {"approximate": "none"}), "silu": ("SiLU", {}),
+                      "swish": ("SiLU", {})}
+
+
+def _torch_activation(layer, name):
+    """The torch.nn module computing activation ``name`` of ``layer``."""
+    torch = _import_torch()
+    if name not in _TORCH_ACTIVATIONS:
+        raise NotImplementedError(f"Layer '{layer.name}': activation={name!r} is not "
+                                  "converted to torch.")
+    module, arguments = _TORCH_ACTIVATIONS[name]
+    return getattr(torch.nn, module)(**arguments)
 
 
 def _dense_to_torch(dense):
@@ -313,12 +337,7 @@ def _dense_to_torch(dense):
             linear.bias.copy_(torch.from_numpy(weights[1]))
     if dense.activation is None:
         return linear
-    if dense.activation == "softmax":
-        return torch.nn.Sequential(linear, torch.nn.Softmax(dim=-1))
-    if dense.activation not in _TORCH_ACTIVATIONS:
-        raise NotImplementedError(f"Layer '{dense.name}': activation={dense.activation!r} is "
-                                  "not converted to torch (sigmoid, tanh, relu, softmax are).")
-    return torch.nn.Sequential(linear, getattr(torch.nn, _TORCH_ACTIVATIONS[dense.activation])())
+    return torch.nn.Sequential(linear, _torch_activation(dense, dense.activation))
 
 
 def _cell_to_torch(cell):
@@ -421,20 +440,28 @@ def _torch_sequential_class():
 # ONNX
 # ---------------------------------------------------------------------------------------------
 def to_onnx(model, path, *, opset=17):
-    """Write ``model`` (a built cgru ``Sequential``, or a GRU, Bidirectional or Dense layer)
-    to an ONNX file at ``path``.
+    """Write ``model`` (a built cgru ``Sequential``, a functional ``Model``, or a GRU,
+    Bidirectional or Dense layer) to an ONNX file at ``path``.
 
-    The graph takes one input ``x`` and returns ``y``, what ``model.predict(x)`` returns.
-    ``x`` is float32 ``(batch, time, features)`` (batch free; time free unless the model
-    fixed it), or int64 ids ``(batch, time)`` when the model starts with an ``Embedding``.
+    A Sequential's graph takes one input ``x`` and returns ``y``, what ``model.predict(x)``
+    returns. ``x`` is float32 ``(batch, time, features)`` (batch free; time free unless the
+    model fixed it), or int64 ids ``(batch, time)`` when the model starts with an
+    ``Embedding``. A functional Model's graph has one input per model input, named as
+    ``model.input_names`` (int64 for an integer ``Input``), and one output per model output,
+    named as ``model.output_names``, each what ``predict`` returns for it; the merging layers
+    (Add, Subtract, Multiply, Average, Maximum, Minimum, Concatenate, Dot) become standard
+    ops, masks included.
     Every cgru layer has an export (``cgru._onnx_export.EXPORTERS``): one ONNX ``GRU`` node per
-    GRU (both directions in one node for ``Bidirectional``), a ``Scan`` over the GRU cell
-    when the GRU receives a mask (from ``Masking`` or ``Embedding(mask_zero=True)``, with
-    Keras 3's numbers for any mask), ``Gather`` for ``Embedding``, ``Conv``/``MaxPool``/
+    GRU (both directions in one node for ``Bidirectional``; every activation pair whose
+    functions onnxruntime's GRU computes: tanh, sigmoid, hard_sigmoid, relu, linear,
+    softsign, elu), a ``Scan`` over the GRU cell when the GRU receives a mask (from
+    ``Masking`` or ``Embedding(mask_zero=True)``, with Keras 3's numbers for any mask) or uses
+    selu, gelu or silu, ``Gather`` for ``Embedding``, ``Conv``/``MaxPool``/
     ``AveragePool`` for the 1-D layers, standard ops for the rest, nothing for dropout and
-    noise. A layer or option ONNX cannot express raises NotImplementedError naming it. Needs
-    the ``onnx`` package (``pip install "cgru[onnx]"``). Written to a temporary file and
-    renamed.
+    noise. A layer or option ONNX cannot express raises NotImplementedError naming it.
+    ``opset``: the ONNX opset, 17 by default (tested up to 21; from 20 gelu is ONNX's
+    ``Gelu`` op, before it ``Erf``). Needs the ``onnx`` package (``pip install
+    "cgru[onnx]"``). Written to a temporary file and renamed.
     """
     from ._onnx_export import export
     return export(model, path, opset=opset)
