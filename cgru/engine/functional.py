@@ -11,11 +11,13 @@ protocol of ``cgru.layers`` and never looks at a layer's class:
 
 - forward (``_run_graph``): steps in order, each layer given its inputs in its own dtype
   and their masks (a list for a layer called on a list), keeping its backward context and
-  saying through ``compute_mask`` what its outputs' masks are;
+  saying through ``compute_mask`` what its outputs' masks are; a recurrent layer called with
+  ``initial_state`` tensors gets them as that keyword (and no mask, as Keras 3);
 - backward (``_gradients``): steps in reverse, the gradients of a tensor that feeds several
   steps (or is an output too) summed, each input gradient cast back to the dtype its tensor
   had; a layer called several times (shared) gets the sum of its calls' weight gradients;
-  no input gradient is computed for steps that only read the model's inputs. The loss
+  no input gradient is computed for steps that only read the model's inputs; a step given
+  initial states from other layers returns their gradients beside its input's. The loss
   gradient is taken at the logits when an output's layer's ``output_activation`` pairs with
   its loss and nothing else reads that output, as Keras does.
 
