@@ -633,12 +633,15 @@ class Model(Trainer):
                 ds = [g + layer.activity_regularizer.gradient(a) / a.dtype.type(
                     max(1, a.shape[0])) for g, a in zip(ds, acts)]
             d_out = ds if len(ds) > 1 else ds[0]
-            kwargs = {"need_input_grad": step.need_input_grad}
-            if s in at_logits:
-                kwargs["at_logits"] = True
-            if step.need_state_grad:
-                kwargs["need_state_grad"] = True
-            dx, g = layer.backward(d_out, ctx, **kwargs)
+            if s in at_logits or step.need_state_grad:
+                kwargs = {"need_input_grad": step.need_input_grad}
+                if s in at_logits:
+                    kwargs["at_logits"] = True
+                if step.need_state_grad:
+                    kwargs["need_state_grad"] = True
+                dx, g = layer.backward(d_out, ctx, **kwargs)
+            else:
+                dx, g = layer.backward(d_out, ctx, need_input_grad=step.need_input_grad)
             previous = layer_grads.get(id(layer))
             layer_grads[id(layer)] = list(g) if previous is None else [
                 a + b for a, b in zip(previous, g)]     # a shared layer: calls summed
