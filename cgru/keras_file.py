@@ -23,8 +23,9 @@ and ``inbound_nodes``, one per call, whose ``args`` are the input tensors named 
 layer with several outputs (``GRU(return_state=True)``: [output, state]; ``Bidirectional``:
 [y_fwd, y_bwd] with ``merge_mode=None``, then [h_fwd, h_bwd] with ``return_state=True``)
 has each output named by its index there, in that order, which is the order of cgru's
-outputs too. A GRU's ``initial_state`` given as a graph tensor (a call keyword) is refused:
-cgru's functional models do not take it as a call input. Its
+outputs too. A recurrent layer given ``initial_state`` from the graph (an encoder's states
+starting a decoder) has it in the call's ``kwargs``: ``{"initial_state": tensor}`` or a list
+of tensors (Bidirectional: [h_fwd, h_bwd]), as it was given. Its
 HDF5 groups follow ``model.layers``, InputLayers ("input_layer") and merging layers included,
 their ``vars`` empty.
 
@@ -596,15 +597,19 @@ def _functional_config(model):
             entries.append(_input_layer_entry(inputs[id(layer)]))
             continue
         calls = _calls_of(model, layer)
-        shapes = [list(t.shape) for t in calls[0].inputs]
+        shapes = [list(t.shape) for t in calls[0].x_inputs]
         entry = layer_to_keras(layer, None)
         entry["build_config"] = {"input_shape": shapes if calls[0].list_input else shapes[0]}
         entry["name"] = layer.name
         entry["inbound_nodes"] = []
         for node in calls:
-            tensors = [_tensor_entry(model, t) for t in node.inputs]
+            tensors = [_tensor_entry(model, t) for t in node.x_inputs]
+            kwargs = {}
+            if node.num_states:
+                states = [_tensor_entry(model, t) for t in node.state_inputs]
+                kwargs["initial_state"] = states if node.states_as_list else states[0]
             entry["inbound_nodes"].append(
-                {"args": [tensors if node.list_input else tensors[0]], "kwargs": {}})
+                {"args": [tensors if node.list_input else tensors[0]], "kwargs": kwargs})
         entries.append(entry)
     return {"module": "keras.src.models.functional", "class_name": "Functional",
             "config": {"name": model.name, "trainable": True, "layers": entries,
@@ -644,9 +649,9 @@ def _functional_from_keras(config):
     entries = model_config.get("layers", [])
     where_model = f"Keras model {model_config.get('name')!r}"
     input_refs, output_refs = model_config["input_layers"], model_config["output_layers"]
-    # the layers the outputs read through positional arguments: an op reached only through
-    # a `mask=` keyword (and the ops feeding it: a Masking layer's not_equal, then any) is
-    # not one of them
+    # the layers the outputs read through positional arguments and initial states: an op
+    # reached only through a `mask=` keyword (and the ops feeding it: a Masking layer's
+    # not_equal, then any) is not one of them
     by_name = {e.get("name") or e.get("config", {}).get("name"): e for e in entries}
     used, todo = set(), []
     for refs in (input_refs, output_refs):
@@ -658,7 +663,8 @@ def _functional_from_keras(config):
             continue
         used.add(name)
         todo += [r for node in by_name.get(name, {}).get("inbound_nodes", [])
-                 for r in _refs_in(node.get("args", []))]
+                 for r in _refs_in([node.get("args", []),
+                                    (node.get("kwargs") or {}).get("initial_state")])]
     calls, pending = {}, []
     for entry in entries:
         name = entry.get("name") or entry.get("config", {}).get("name")
@@ -678,31 +684,37 @@ def _functional_from_keras(config):
         layer = layer_from_keras(entry)
         for number, node in enumerate(entry.get("inbound_nodes", [])):
             args, kwargs = node.get("args", []), node.get("kwargs", {}) or {}
-            extra = sorted(k for k in kwargs if k not in ("training", "mask"))
-            if "initial_state" in extra:
+            extra = sorted(k for k in kwargs
+                           if k not in ("training", "mask", "initial_state"))
+            state = kwargs.get("initial_state")
+            if state is not None and (not _refs_in(state) or len(_refs_in(state)) != (
+                    len(state) if isinstance(state, list) else 1)):
                 raise NotImplementedError(
-                    f"{where_model}: layer {name!r} is called with `initial_state=` taken "
-                    "from the graph (an encoder's states starting a decoder, say); cgru's "
-                    "functional models do not take initial_state as a call input (a direct "
-                    "call takes it as an array).")
+                    f"{where_model}: layer {name!r} is called with an `initial_state` that "
+                    "is not made of graph tensors; cgru takes initial states from the graph.")
             if len(args) != 1 or extra:
                 raise NotImplementedError(
                     f"{where_model}: layer {name!r} is called with arguments cgru does not "
                     f"take ({len(args)} positional, keyword {extra}); cgru calls a layer on "
                     "one tensor or one list of tensors.")
-            pending.append((name, number, layer, args[0]))
+            pending.append((name, number, layer, args[0], state))
     made = {}
     while pending:
         progress = False
         for item in list(pending):
-            name, number, layer, arg = item
+            name, number, layer, arg, state = item
             if made.get(name, 0) != number:
                 continue                        # this layer's earlier call first
-            refs = _refs_in(arg)
-            if not all((r[0], r[1]) in calls for r in refs):
+            refs, state_refs = _refs_in(arg), _refs_in(state)
+            if not all((r[0], r[1]) in calls for r in refs + state_refs):
                 continue
             tensors = [calls[(r[0], r[1])][r[2]] for r in refs]
-            out = layer(tensors if isinstance(arg, list) else tensors[0])
+            x = tensors if isinstance(arg, list) else tensors[0]
+            if state is None:
+                out = layer(x)
+            else:
+                states = [calls[(r[0], r[1])][r[2]] for r in state_refs]
+                out = layer(x, initial_state=states if isinstance(state, list) else states[0])
             calls[(name, number)] = out if isinstance(out, list) else [out]
             made[name] = number + 1
             pending.remove(item)

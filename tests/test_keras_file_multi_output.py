@@ -253,21 +253,22 @@ def test_optimizer_state_of_a_return_state_model_goes_to_keras(tmp_path):
     _assert_trains_alike(model, loaded, x, y)
 
 
-def test_an_initial_state_from_the_graph_is_refused_naming_it(tmp_path):
-    """An encoder's state starting a decoder GRU (``initial_state=`` a graph tensor): cgru's
-    functional models do not take initial_state as a call input, so neither side goes."""
+def test_an_initial_state_from_the_graph_goes_across(tmp_path):
+    """An encoder's state starting a decoder GRU (``initial_state=`` a graph tensor) loads
+    and predicts as Keras does (tests/test_functional_initial_state.py covers it fully)."""
     L = keras.layers
     encoder_in = keras.Input(shape=(T, F))
     decoder_in = keras.Input(shape=(4, 2))
     _, state = L.GRU(8, return_state=True)(encoder_in)
     decoded = L.GRU(8, return_sequences=True)(decoder_in, initial_state=state)
-    keras.Model([encoder_in, decoder_in], L.Dense(1)(decoded)).save(tmp_path / "ed.keras")
-    with pytest.raises(NotImplementedError, match="initial_state"):
-        cgru.load_model(tmp_path / "ed.keras")
-    encoder_in, decoder_in = cgru.Input(shape=(T, F)), cgru.Input(shape=(4, 2))
-    _, state = CL.GRU(8, return_state=True)(encoder_in)
-    with pytest.raises(NotImplementedError, match="initial_state"):
-        CL.GRU(8, return_sequences=True)(decoder_in, initial_state=state)
+    k_model = keras.Model([encoder_in, decoder_in], L.Dense(1)(decoded))
+    k_model.save(tmp_path / "ed.keras")
+    loaded = cgru.load_model(tmp_path / "ed.keras")
+    rng = np.random.default_rng(0)
+    xs = [rng.standard_normal((3, T, F)).astype(np.float32),
+          rng.standard_normal((3, 4, 2)).astype(np.float32)]
+    np.testing.assert_allclose(loaded.predict(xs), k_model.predict(xs, verbose=0),
+                               rtol=2e-6, atol=2e-6)
 
 
 def test_loss_weights_by_name_beside_a_list_of_losses_weigh_as_keras_weighs_them(tmp_path):

@@ -11,11 +11,13 @@ protocol of ``cgru.layers`` and never looks at a layer's class:
 
 - forward (``_run_graph``): steps in order, each layer given its inputs in its own dtype
   and their masks (a list for a layer called on a list), keeping its backward context and
-  saying through ``compute_mask`` what its outputs' masks are;
+  saying through ``compute_mask`` what its outputs' masks are; a recurrent layer called with
+  ``initial_state`` tensors gets them as that keyword (and no mask, as Keras 3);
 - backward (``_gradients``): steps in reverse, the gradients of a tensor that feeds several
   steps (or is an output too) summed, each input gradient cast back to the dtype its tensor
   had; a layer called several times (shared) gets the sum of its calls' weight gradients;
-  no input gradient is computed for steps that only read the model's inputs. The loss
+  no input gradient is computed for steps that only read the model's inputs; a step given
+  initial states from other layers returns their gradients beside its input's. The loss
   gradient is taken at the logits when an output's layer's ``output_activation`` pairs with
   its loss and nothing else reads that output, as Keras does.
 
@@ -59,14 +61,18 @@ def summary_totals(model, line_length):
 
 class _Step:
     """One layer call of the graph: the layer, the keys of the tensors it reads and of those
-    it returns, and whether it was given a list."""
+    it returns, and whether it was given a list. The last ``num_states`` keys it reads are
+    passed as ``initial_state`` (a list), the others as its input."""
 
-    __slots__ = ("layer", "in_keys", "out_keys", "list_input", "need_input_grad")
+    __slots__ = ("layer", "in_keys", "out_keys", "list_input", "need_input_grad",
+                 "num_states", "need_state_grad")
 
-    def __init__(self, layer, in_keys, out_keys, list_input):
+    def __init__(self, layer, in_keys, out_keys, list_input, num_states=0):
         self.layer, self.in_keys, self.out_keys = layer, list(in_keys), list(out_keys)
         self.list_input = list_input
+        self.num_states = num_states
         self.need_input_grad = True
+        self.need_state_grad = False
 
 
 class _Graph:
@@ -82,8 +88,13 @@ class _Graph:
                 self.producer[key] = (s, j)
             for key in step.in_keys:
                 self.reads[key] = self.reads.get(key, 0) + 1
-            # the first layers compute no input gradient
-            step.need_input_grad = any(k not in self.input_key_set for k in step.in_keys)
+            # the first layers compute no input gradient; nor a state gradient for states
+            # that are the model's inputs
+            n_x = len(step.in_keys) - step.num_states
+            step.need_input_grad = any(k not in self.input_key_set
+                                       for k in step.in_keys[:n_x])
+            step.need_state_grad = any(k not in self.input_key_set
+                                       for k in step.in_keys[n_x:])
         for key in output_keys:
             self.reads[key] = self.reads.get(key, 0) + 1
 
@@ -218,7 +229,8 @@ class Model(Trainer):
             for t in node.outputs:
                 keys.setdefault(id(t), len(keys))
             steps.append(_Step(node.layer, [keys[id(t)] for t in node.inputs],
-                               [keys[id(t)] for t in node.outputs], node.list_input))
+                               [keys[id(t)] for t in node.outputs], node.list_input,
+                               node.num_states))
             self._step_nodes.append(node)
         self._graph = _Graph(steps, [keys[id(t)] for t in in_tensors],
                              [keys[id(t)] for t in out_tensors])
@@ -529,12 +541,22 @@ class Model(Trainer):
             came_in = [a.dtype for a in ins]
             # Keras's autocast at the layer boundary
             ins = [a if a.dtype == layer.dtype else a.astype(layer.dtype) for a in ins]
-            in_masks = [masks[k] for k in step.in_keys]
+            if step.num_states:
+                states = ins[len(ins) - step.num_states:]
+                ins = ins[:len(ins) - step.num_states]
+            in_masks = [masks[k] for k in step.in_keys[:len(ins)]]
             if step.list_input:
                 x, mask = ins, (None if all(m is None for m in in_masks) else in_masks)
             else:
                 x, mask = ins[0], in_masks[0]
-            out, ctx = layer.forward(x, training=training, mask=mask, need_grad=need_grad)
+            if step.num_states:
+                # Keras 3 hands a layer its input's mask only when the call has one tensor
+                # argument (Layer.__call__): given initial_state tensors, a recurrent layer
+                # runs unmasked, while its outputs' masks still follow from the input's
+                out, ctx = layer.forward(x, training=training, mask=None, need_grad=need_grad,
+                                         initial_state=states)
+            else:
+                out, ctx = layer.forward(x, training=training, mask=mask, need_grad=need_grad)
             out_mask = layer.compute_mask(x, mask)
             n = len(step.out_keys)
             outs = list(out) if n > 1 else [out]
@@ -611,17 +633,29 @@ class Model(Trainer):
                 ds = [g + layer.activity_regularizer.gradient(a) / a.dtype.type(
                     max(1, a.shape[0])) for g, a in zip(ds, acts)]
             d_out = ds if len(ds) > 1 else ds[0]
-            if s in at_logits:
-                dx, g = layer.backward(d_out, ctx, need_input_grad=step.need_input_grad,
-                                       at_logits=True)
+            if s in at_logits or step.need_state_grad:
+                kwargs = {"need_input_grad": step.need_input_grad}
+                if s in at_logits:
+                    kwargs["at_logits"] = True
+                if step.need_state_grad:
+                    kwargs["need_state_grad"] = True
+                dx, g = layer.backward(d_out, ctx, **kwargs)
             else:
                 dx, g = layer.backward(d_out, ctx, need_input_grad=step.need_input_grad)
             previous = layer_grads.get(id(layer))
             layer_grads[id(layer)] = list(g) if previous is None else [
                 a + b for a, b in zip(previous, g)]     # a shared layer: calls summed
-            if not step.need_input_grad or dx is None:
+            if step.need_state_grad:
+                # (input gradients, [one per initial state tensor])
+                dx, d_states = dx
+                n_x = len(step.in_keys) - step.num_states
+                gxs = ([None] * n_x if dx is None or not step.need_input_grad
+                       else list(dx) if step.list_input else [dx]) + list(d_states)
+            elif not step.need_input_grad or dx is None:
                 continue
-            for key, gx, dtype in zip(step.in_keys, dx if step.list_input else [dx], came_in):
+            else:
+                gxs = dx if step.list_input else [dx]
+            for key, gx, dtype in zip(step.in_keys, gxs, came_in):
                 if gx is None or key in graph.input_key_set:
                     continue
                 if gx.dtype != dtype:
@@ -708,7 +742,9 @@ class Model(Trainer):
                 "layers": [{"name": layer.name, **saving.serialize(layer)}
                            for layer in self.layers],
                 "nodes": [{"layer": node.layer.name, "list_input": node.list_input,
-                           "inputs": [self._tensor_ref(t) for t in node.inputs]}
+                           "inputs": [self._tensor_ref(t) for t in node.inputs],
+                           "num_states": node.num_states,
+                           "states_as_list": node.states_as_list}
                           for node in self._step_nodes],
                 "input_layers": [self._tensor_ref(t) for t in self._inputs],
                 "output_layers": [self._tensor_ref(t) for t in self._outputs],
@@ -727,7 +763,14 @@ class Model(Trainer):
         counts = {}
         for node in config["nodes"]:
             ins = [calls[(n, i)][j] for n, i, j in node["inputs"]]
-            out = layers[node["layer"]](ins if node["list_input"] else ins[0])
+            n_states = node.get("num_states", 0)
+            if n_states:
+                states, ins = ins[len(ins) - n_states:], ins[:len(ins) - n_states]
+                out = layers[node["layer"]](
+                    ins if node["list_input"] else ins[0],
+                    initial_state=states if node.get("states_as_list") else states[0])
+            else:
+                out = layers[node["layer"]](ins if node["list_input"] else ins[0])
             number = counts.get(node["layer"], 0)
             counts[node["layer"]] = number + 1
             calls[(node["layer"], number)] = out if isinstance(out, list) else [out]

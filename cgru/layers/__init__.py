@@ -54,6 +54,26 @@ shapes, ``forward`` a list of arrays and a list of masks (None for an input with
 returns a list of input gradients (or None when ``need_input_grad`` is False). The model
 calls a layer with a list exactly when the layer was called on a list.
 
+Recurrent layers (GRU, Bidirectional) also take an initial state from the graph, as Keras's
+encoder-decoders do (``decoder(x, initial_state=encoder_state)``):
+
+``initial_state_shapes(input_shape)``
+    The shapes (no batch axis) of the tensors ``initial_state`` takes, in order (GRU:
+    ``[(units,)]``; Bidirectional: the forward state's, then the backward state's), or None
+    (the default) when the layer takes none. A symbolic call checks the given states against
+    them and records them in its ``Node`` after the input (``num_states``).
+``forward(x, training, mask, need_grad, initial_state=[arrays])``
+    The model passes the state tensors as that keyword, a list in the order given, each cast
+    to the layer's dtype, and ``mask=None``: as in Keras 3, whose ``Layer.__call__`` passes a
+    mask only to a call with one tensor argument, such a call runs unmasked (the states
+    never carry a mask) while ``compute_mask`` still gives its outputs' masks from the
+    input's.
+``backward(d_outputs, ctx, need_input_grad, need_state_grad=True)``
+    Asked for when a state comes from another layer: ``d_inputs`` is then the pair
+    ``(d_x, d_states)``, ``d_x`` as without states (None when ``need_input_grad`` is False)
+    and ``d_states`` one gradient per state tensor, which the model adds into the gradient
+    of the tensor that layer produced (summed with its other uses).
+
 The model casts between layers of different dtypes: each layer receives its inputs in its
 own dtype and its input gradient goes back in the dtype the previous layer produced.
 

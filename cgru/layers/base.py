@@ -148,6 +148,11 @@ class Layer:
         """The mask of the output: the input's when ``supports_masking``, else None."""
         return mask if self.supports_masking else None
 
+    def initial_state_shapes(self, input_shape):
+        """The shapes (without the batch axis) of the tensors ``initial_state`` takes for
+        inputs of ``input_shape``, or None when the layer takes no initial state."""
+        return None
+
     def check_input_shape(self, shape):
         """Raises ValueError unless a batch of ``shape`` (with the batch axis) suits this
         layer, built or not."""

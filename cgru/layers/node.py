@@ -32,11 +32,28 @@ class KerasTensor:
 
 class Node:
     """One call of ``layer`` on ``inputs`` (KerasTensors; ``list_input`` when the layer was
-    given a list, as merging layers are), returning ``outputs``."""
+    given a list, as merging layers are), returning ``outputs``.
 
-    def __init__(self, layer, inputs, list_input=False):
-        self.layer, self.inputs, self.list_input = layer, list(inputs), bool(list_input)
+    A recurrent layer called with ``initial_state=`` tensors keeps them at the end of
+    ``inputs``: ``num_states`` is how many of the last ``inputs`` are its initial state
+    (``states_as_list``: given as a list, not a single tensor), the others its ``x``."""
+
+    def __init__(self, layer, inputs, list_input=False, states=(), states_as_list=False):
+        states = list(states)
+        self.layer, self.list_input = layer, bool(list_input)
+        self.inputs = list(inputs) + states
+        self.num_states, self.states_as_list = len(states), bool(states_as_list)
         self.outputs = []
+
+    @property
+    def x_inputs(self):
+        """The tensors the layer was called on (``inputs`` without the initial state)."""
+        return self.inputs[:len(self.inputs) - self.num_states]
+
+    @property
+    def state_inputs(self):
+        """The tensors given as ``initial_state``, in their order (empty when none)."""
+        return self.inputs[len(self.inputs) - self.num_states:]
 
 
 def is_symbolic(x):
@@ -47,9 +64,36 @@ def is_symbolic(x):
         isinstance(t, KerasTensor) for t in x)
 
 
-def symbolic_call(layer, inputs, **call_kwargs):
+def _initial_state_tensors(layer, initial_state, batch, inner):
+    """The ``initial_state`` of a symbolic call as a list of KerasTensors, checked against
+    the layer's ``initial_state_shapes`` (the layer protocol, ``cgru.layers``)."""
+    as_list = isinstance(initial_state, (list, tuple))
+    states = list(initial_state) if as_list else [initial_state]
+    expected = layer.initial_state_shapes(inner)
+    if expected is None:
+        raise NotImplementedError(f"Layer '{layer.name}' takes no `initial_state`.")
+    for t in states:
+        if not isinstance(t, KerasTensor):
+            raise TypeError(
+                f"Layer '{layer.name}' was called on symbolic inputs with an `initial_state` "
+                f"that is not a symbolic tensor ({t!r}); give the states as KerasTensors "
+                "(an Input or a layer's output) in a functional model.")
+    shapes = [tuple(t.shape) for t in states]
+    want = [(batch,) + tuple(s) for s in expected]
+    if len(states) != len(expected) or any(
+            len(s) != len(w) or any(a is not None and b is not None and a != b
+                                    for a, b in zip(s, w)) for s, w in zip(shapes, want)):
+        raise ValueError(
+            f"Layer '{layer.name}' expects `initial_state` of {len(expected)} tensor(s) of "
+            f"shape(s) {want}; received shape(s) {shapes}.")
+    return states, as_list
+
+
+def symbolic_call(layer, inputs, initial_state=None, **call_kwargs):
     """``layer(inputs)`` on KerasTensors: builds the layer for their shapes, records a Node
-    and returns the output KerasTensor(s) (a list when the layer returns several)."""
+    and returns the output KerasTensor(s) (a list when the layer returns several). An
+    ``initial_state`` (KerasTensors, for layers whose ``initial_state_shapes`` says which)
+    is recorded in the Node after the inputs."""
     for key, value in call_kwargs.items():
         if value is not None and value is not False:
             raise NotImplementedError(
@@ -72,10 +116,13 @@ def symbolic_call(layer, inputs, **call_kwargs):
         inner = shapes[1:]
         if batch is not None and layer.batch_size is None and not layer.built:
             layer.batch_size = batch            # stateful layers keep a state per row
+    states, states_as_list = [], False
+    if initial_state is not None:
+        states, states_as_list = _initial_state_tensors(layer, initial_state, batch, inner)
     layer.ensure_built(inner)
     out_shape = layer.compute_output_shape(inner)
     out_shapes = list(out_shape) if layer.num_outputs > 1 else [out_shape]
-    node = Node(layer, tensors, list_input)
+    node = Node(layer, tensors, list_input, states, states_as_list)
     node.outputs = [KerasTensor((batch,) + tuple(s), layer.dtype.name, node=node, index=i)
                     for i, s in enumerate(out_shapes)]
     if not hasattr(layer, "_inbound_nodes"):

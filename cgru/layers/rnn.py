@@ -229,6 +229,9 @@ class GRU(Layer):
         out = (input_shape[0], self.units) if self.return_sequences else (self.units,)
         return [out, (self.units,)] if self.return_state else out
 
+    def initial_state_shapes(self, input_shape):
+        return [(self.units,)]
+
     def compute_mask(self, inputs, mask=None):
         """Keras's RNN: the input's mask with return_sequences, else None (None for the
         state)."""
@@ -343,18 +346,22 @@ class GRU(Layer):
         return dx, dh0, grads
 
     def forward(self, x, training=False, mask=None, need_grad=False, initial_state=None):
+        """``initial_state``: None, a (batch, units) array or a list of one (the state)."""
         mask = check_mask(self, mask, x.shape)
-        output, h_n, ctx = self.run(x, initial_state, training, need_grad, mask)
+        h0 = self.initial_state_array(initial_state, x.shape[0])
+        output, h_n, ctx = self.run(x, h0, training, need_grad, mask)
         if self.return_state:
             return (output, h_n), ctx
         return output, ctx
 
-    def backward(self, d_output, ctx, need_input_grad=True):
+    def backward(self, d_output, ctx, need_input_grad=True, need_state_grad=False):
+        """With ``need_state_grad`` (a call given ``initial_state``) the input gradients are
+        the pair (dx, [d_initial_state])."""
         d_h = None
         if self.return_state:
             d_output, d_h = d_output
-        dx, _, grads = self.run_backward(d_output, d_h, ctx, need_input_grad)
-        return dx, grads
+        dx, dh0, grads = self.run_backward(d_output, d_h, ctx, need_input_grad)
+        return ((dx, [dh0]) if need_state_grad else dx), grads
 
     def initial_state_array(self, initial_state, batch):
         """The user's ``initial_state`` (an array or a one-element list) as (batch, units)."""
@@ -379,8 +386,7 @@ class GRU(Layer):
         if self.stateful and self.batch_size is None and not self.built:
             self.batch_size = x.shape[0]    # called directly: the first batch fixes it
         self.ensure_built(x.shape[1:])
-        h0 = self.initial_state_array(initial_state, x.shape[0])
-        out, _ = self.forward(x, training=training, initial_state=h0, mask=mask)
+        out, _ = self.forward(x, training=training, initial_state=initial_state, mask=mask)
         if self.return_state:
             return (np.ascontiguousarray(out[0]), out[1])
         return np.ascontiguousarray(out)
@@ -513,6 +519,10 @@ class Bidirectional(Layer):
             outputs += [(self.forward_layer.units,)] * 2
         return outputs if len(outputs) > 1 else outputs[0]
 
+    def initial_state_shapes(self, input_shape):
+        """Keras's Bidirectional: the forward layer's states, then the backward layer's."""
+        return [(self.forward_layer.units,), (self.backward_layer.units,)]
+
     def compute_mask(self, inputs, mask=None):
         """Keras's Bidirectional: the input's mask with return_sequences (for each output
         with merge_mode=None), else None; None for the states."""
@@ -538,10 +548,15 @@ class Bidirectional(Layer):
         return [yf, yb]
 
     def forward(self, x, training=False, mask=None, need_grad=False, initial_state=None):
+        """``initial_state``: None or [forward state, backward state], (batch, units) each."""
         mask = check_mask(self, mask, x.shape)
         hf0 = hb0 = None
         if initial_state is not None:
-            hf0, hb0 = initial_state
+            if not isinstance(initial_state, (list, tuple)) or len(initial_state) != 2:
+                raise ValueError("Bidirectional `initial_state` must be a list of two "
+                                 "arrays (forward state, backward state).")
+            hf0 = self.forward_layer.initial_state_array(initial_state[0], x.shape[0])
+            hb0 = self.backward_layer.initial_state_array(initial_state[1], x.shape[0])
         yf, hf, ctx_f = self.forward_layer.run(x, hf0, training, need_grad, mask)
         yb, hb, ctx_b = self.backward_layer.run(x, hb0, training, need_grad, mask)
         if self.return_sequences:
@@ -554,7 +569,9 @@ class Bidirectional(Layer):
             out = tuple(out)
         return out, ctx
 
-    def backward(self, d_output, ctx, need_input_grad=True):
+    def backward(self, d_output, ctx, need_input_grad=True, need_state_grad=False):
+        """With ``need_state_grad`` (a call given ``initial_state``) the input gradients are
+        the pair (dx, [d_forward_state, d_backward_state])."""
         ctx_f, ctx_b, yf, yb, merge_mode = ctx
         dhf = dhb = None
         if self.return_state:
@@ -573,9 +590,10 @@ class Bidirectional(Layer):
             d_f = d_b = d_output / self.dtype.type(2)
         if self.return_sequences and d_b is not None:
             d_b = d_b[:, ::-1]
-        dx_f, _, g_f = self.forward_layer.run_backward(d_f, dhf, ctx_f, need_input_grad)
-        dx_b, _, g_b = self.backward_layer.run_backward(d_b, dhb, ctx_b, need_input_grad)
-        return (dx_f + dx_b if need_input_grad else None), g_f + g_b
+        dx_f, dhf0, g_f = self.forward_layer.run_backward(d_f, dhf, ctx_f, need_input_grad)
+        dx_b, dhb0, g_b = self.backward_layer.run_backward(d_b, dhb, ctx_b, need_input_grad)
+        dx = dx_f + dx_b if need_input_grad else None
+        return ((dx, [dhf0, dhb0]) if need_state_grad else dx), g_f + g_b
 
     def __call__(self, x, initial_state=None, training=False, mask=None):
         if is_symbolic(x):                  # building a functional model
@@ -586,14 +604,7 @@ class Bidirectional(Layer):
         if self.forward_layer.stateful and self.batch_size is None and not self.built:
             self.batch_size = x.shape[0]    # called directly: the first batch fixes it
         self.ensure_built(x.shape[1:])
-        states = None
-        if initial_state is not None:
-            if not isinstance(initial_state, (list, tuple)) or len(initial_state) != 2:
-                raise ValueError("Bidirectional `initial_state` must be a list of two "
-                                 "arrays (forward state, backward state).")
-            states = [self.forward_layer.initial_state_array(s, x.shape[0])
-                      for s in initial_state]
-        out, _ = self.forward(x, training=training, initial_state=states, mask=mask)
+        out, _ = self.forward(x, training=training, initial_state=initial_state, mask=mask)
         return list(out) if isinstance(out, tuple) and self.merge_mode is None \
             and not self.return_state else out
 
