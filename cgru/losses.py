@@ -54,7 +54,7 @@ def _float_array(value, arg):
     return array
 
 
-def mean(a, axis):
+def _mean(a, axis):
     """``np.mean(a, axis)`` for float arrays, the same bits (NumPy's pairwise sum, then one
     division by the count) at a fraction of its cost on a training step's small arrays:
     np.mean's Python-level dispatch took 9-13 us on a (32, 1) array, this 1.5-2 us."""
@@ -284,7 +284,7 @@ class _MeanOverLastAxis(Loss):
         terms, d_terms = self._terms(y_true, y_pred, need_grad)
         if need_grad:                   # the gradient does not need the values
             return None, d_terms / y_pred.dtype.type(y_pred.shape[-1])
-        return mean(terms, -1), None
+        return _mean(terms, -1), None
 
 
 class MeanSquaredError(_MeanOverLastAxis):

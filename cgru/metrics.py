@@ -64,7 +64,7 @@ def _samplewise(values, sample_weight):
         if weight_ndim > 1:
             sample_weight = np.mean(sample_weight, axis=tuple(range(1, weight_ndim)))
     if values.ndim > 1:
-        values = losses_mod.mean(values, tuple(range(1, values.ndim)))
+        values = losses_mod._mean(values, tuple(range(1, values.ndim)))
     return values, sample_weight
 
 
