@@ -8,6 +8,13 @@ def make_gru_inputs(rng, T, B, I, H, dtype=np.float32, scale=0.5):
     return [(scale * rng.standard_normal(shape)).astype(dtype) for shape in shapes]
 
 
+def max_diff(a, b):
+    """The largest absolute difference of two arrays of one shape (asserted)."""
+    a, b = np.asarray(a), np.asarray(b)
+    assert a.shape == b.shape, (a.shape, b.shape)
+    return float(np.abs(a - b).max())
+
+
 def forward_backward(args):
     """y, h_n and the six gradients of cgru's functional GRU on args (ones as dy, h_n as dh_n)."""
     import cgru

@@ -9,17 +9,12 @@ import pytest
 import cgru
 from cgru import GRU, Bidirectional, Dense, Dropout, Sequential
 from cgru.interop import from_torch, to_torch
+from conftest import max_diff as _max_diff  # noqa: E402
 
 torch = pytest.importorskip("torch")
 
 TOL = {"float32": 2e-6, "float64": 1e-12}
 TORCH_DTYPE = {"float32": torch.float32, "float64": torch.float64}
-
-
-def _max_diff(a, b):
-    a, b = np.asarray(a), np.asarray(b)
-    assert a.shape == b.shape, (a.shape, b.shape)
-    return float(np.abs(a - b).max())
 
 
 def _run_torch_gru(module, x_batch_first):

@@ -6,6 +6,7 @@ import pytest
 from cgru import GRU, Activation, Bidirectional, Dense, Sequential
 from cgru.functional import ACTIVATIONS
 from cgru.interop import to_torch
+from conftest import max_diff as _max_diff  # noqa: E402
 
 torch = pytest.importorskip("torch")
 
@@ -25,12 +26,6 @@ def _inputs(shape, dtype, seed=0, scale=3.0):
 def _torch_run(module, x):
     with torch.no_grad():
         return module(torch.from_numpy(x)).numpy()
-
-
-def _max_diff(a, b):
-    a, b = np.asarray(a), np.asarray(b)
-    assert a.shape == b.shape, (a.shape, b.shape)
-    return float(np.abs(a - b).max())
 
 
 def test_the_list_is_what_dense_takes():

@@ -20,6 +20,7 @@ from cgru import GRU, Bidirectional, Dense, Dropout, Sequential  # noqa: E402
 from cgru import keras_file  # noqa: E402
 from cgru.keras_file import (load_keras_model, load_keras_weights,  # noqa: E402
                              save_keras_model, save_keras_weights)
+from conftest import max_diff as _max_diff  # noqa: E402
 
 TOL = 2e-6
 T, F = 7, 3
@@ -27,12 +28,6 @@ T, F = 7, 3
 
 def _x(batch=6, seed=0, dtype=np.float32):
     return np.random.default_rng(seed).standard_normal((batch, T, F)).astype(dtype)
-
-
-def _max_diff(a, b):
-    a, b = np.asarray(a), np.asarray(b)
-    assert a.shape == b.shape, (a.shape, b.shape)
-    return float(np.abs(a - b).max())
 
 
 def _randomize(model, seed=1):

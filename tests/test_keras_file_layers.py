@@ -15,15 +15,10 @@ import cgru  # noqa: E402
 from cgru import layers as C  # noqa: E402
 from cgru.keras_file import (load_keras_model, load_keras_weights,  # noqa: E402
                              save_keras_model, save_keras_weights)
+from conftest import max_diff as _max_diff  # noqa: E402
 
 TOL = 2e-6
 B, T, F, VOCAB = 5, 8, 4, 12
-
-
-def _max_diff(a, b):
-    a, b = np.asarray(a), np.asarray(b)
-    assert a.shape == b.shape, (a.shape, b.shape)
-    return float(np.abs(a - b).max())
 
 
 def _random_arrays(named_shapes, seed):

@@ -19,6 +19,7 @@ import cgru.interop  # noqa: E402,F401
 from cgru import Sequential  # noqa: E402
 from cgru import layers as C  # noqa: E402
 from cgru.functional import ACTIVATIONS  # noqa: E402
+from conftest import max_diff as _max_diff  # noqa: E402
 
 TOL = 2e-6
 B, T, F = 5, 9, 3
@@ -52,12 +53,6 @@ def _run(model, x, tmp_path, **kwargs):
     session = ort.InferenceSession(str(_export(model, tmp_path, **kwargs)),
                                    providers=["CPUExecutionProvider"])
     return session.run(None, {"x": x})[0]
-
-
-def _max_diff(a, b):
-    a, b = np.asarray(a), np.asarray(b)
-    assert a.shape == b.shape, (a.shape, b.shape)
-    return float(np.abs(a - b).max())
 
 
 def _op_types(path):

@@ -13,15 +13,10 @@ import cgru  # noqa: E402
 import cgru.interop  # noqa: E402,F401
 from cgru import Sequential  # noqa: E402
 from cgru import layers as C  # noqa: E402
+from conftest import max_diff as _max_diff  # noqa: E402
 
 TOL = 2e-6
 B, T, F, VOCAB = 5, 9, 3, 11
-
-
-def _max_diff(a, b):
-    a, b = np.asarray(a), np.asarray(b)
-    assert a.shape == b.shape, (a.shape, b.shape)
-    return float(np.abs(a - b).max())
 
 
 def _session(model, tmp_path):
