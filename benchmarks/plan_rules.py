@@ -19,26 +19,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from small_gemm_vs_blas import steps    # noqa: E402  (the calls, in the layers' layout)
+
 SHAPES = "10,32,20,32;50,32,64,128;100,64,128,256;1000,16,32,64;20,8,32,64;20,16,64,128"
-
-
-def calls(functional, shape, rng):
-    T, B, I, H = shape
-
-    def draw(*dims):
-        return (0.3 * rng.standard_normal(dims)).astype(np.float32)
-    x, h0, w_ih, w_hh = draw(T, B, I), draw(B, H), draw(3 * H, I), draw(3 * H, H)
-    b_ih, b_hh, dy = draw(3 * H), draw(3 * H), draw(T, B, H)
-    kernel, recurrent = np.ascontiguousarray(w_ih.T), np.ascontiguousarray(w_hh.T)
-
-    def infer():
-        functional._layer_forward(x, h0, kernel, recurrent, b_ih, b_hh, True, False)
-
-    def train():
-        y, h_n, cache = functional._layer_forward(x, h0, kernel, recurrent, b_ih, b_hh, True,
-                                                  True)
-        functional._layer_backward(dy, h_n, cache)
-    return {"infer": infer, "train": train}
 
 
 def main(argv=None):
@@ -61,7 +44,8 @@ def main(argv=None):
           f"{args.reps} repetitions")
     for text in args.shapes.split(";"):
         shape = tuple(int(v) for v in text.split(","))
-        for mode, call in calls(functional, shape, rng).items():
+        calls = steps(cgru, functional, shape, rng)
+        for mode, call in (("infer", calls["layer-infer"]), ("train", calls["layer-train"])):
             start = time.perf_counter()
             call()
             n = max(1, int(args.target / max(1e-6, time.perf_counter() - start)))
