@@ -269,13 +269,17 @@ class Optimizer:
             self._step_groups(grad_units, update)
         self._iterations += 1
 
+    def _modifies_gradients(self):
+        """Are gradients scaled, clipped or accumulated before the rule?"""
+        return (self.loss_scale_factor is not None or self.clipnorm is not None
+                or self.clipvalue is not None or self.global_clipnorm is not None
+                or self.gradient_accumulation_steps is not None)
+
     def _plain_step(self, params, grads):
         """Does this step run the rule alone (no gradient scaling, clipping, accumulation,
         weight decay or EMA) on gradients that are C-contiguous arrays of their weights'
         dtypes and shapes?"""
-        if (self.weight_decay is not None or self.use_ema or self.loss_scale_factor is not None
-                or self.clipnorm is not None or self.clipvalue is not None
-                or self.global_clipnorm is not None or self.gradient_accumulation_steps):
+        if self.weight_decay is not None or self.use_ema or self._modifies_gradients():
             return False
         for g, p in zip(grads, params):
             if type(g) is not np.ndarray or g.dtype != p.dtype or g.shape != p.shape \
@@ -320,9 +324,7 @@ class Optimizer:
         divided by ``loss_scale_factor`` and clipped. Whatever is modified is first copied
         into the group's scratch buffer: the caller's arrays are never written."""
         flat = getattr(grads, "flat", None)
-        modify = (self.loss_scale_factor is not None or self.clipnorm is not None
-                  or self.clipvalue is not None or self.global_clipnorm is not None
-                  or self.gradient_accumulation_steps is not None)
+        modify = self._modifies_gradients()
         out = []
         for group in self._groups:
             gs = []
